@@ -98,3 +98,9 @@ class Interactions:
             raise ValueError("cannot concatenate interactions over different id spaces")
         frame = pd.concat([p.frame for p in parts], ignore_index=True)
         return Interactions.from_frame(frame, n_users, n_items)
+
+
+def segment_offsets(lengths: np.ndarray) -> np.ndarray:
+    """``[0..lengths[0]-1, 0..lengths[1]-1, ...]`` concatenated: each element's offset in its segment."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)

