@@ -5,6 +5,7 @@ Examples::
     llmboost train                                  # SASRec on MovieLens-100K, the built-in default
     llmboost train configs/beauty-sasrec.yaml seeds=[0,1,2] model.params.hidden=128
     llmboost evaluate runs/movielens-100k-sasrec
+    llmboost plot runs/movielens-100k-sasrec         # curves.png and slices.png in the run folder
     llmboost data describe ../shared/datasets/amazon-beauty
     llmboost data split movielens-100k out/ml100k-loo --strategy leave_one_out
 """
@@ -120,7 +121,7 @@ def train(config: Path | None, overrides: tuple[str, ...], no_progress: bool) ->
     from llmboost.config import ConfigError, load_config
     from llmboost.runs import train_and_evaluate
 
-    if config is not None and "=" in config.name and not config.exists():
+    if config is not None and "=" in str(config) and not config.exists():
         overrides, config = (str(config), *overrides), None
     try:
         run_config = load_config(config, list(overrides))
@@ -147,6 +148,21 @@ def evaluate(run: Path, stage: str, ks: tuple[int, ...]) -> None:
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     _print_metrics(result)
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--metric", default="NDCG@10", show_default=True, help="Metric shown per slice.")
+def plot(run: Path, metric: str) -> None:
+    """Draw RUN's training curves and per-slice metrics as PNG files in the run folder."""
+    from llmboost._optional import MissingExtraError
+    from llmboost.plots import plot_run
+
+    try:
+        for path in plot_run(run, metric):
+            click.echo(f"wrote {path}")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _print_metrics(result: dict) -> None:

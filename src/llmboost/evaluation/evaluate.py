@@ -102,7 +102,7 @@ def evaluate_targets(
             metrics |= {f"long_tail/{k}": v for k, v in user_metrics(ranks, ks, relevant).items()}
         for name, values in metrics.items():
             columns.setdefault(name, []).append(values.numpy())
-        top_lists.append(scores.topk(max(ks), dim=1).indices)
+        top_lists.append(scores.topk(min(max(ks), scores.shape[1]), dim=1).indices)
     frame = pd.DataFrame({"user": users, "n_targets": (padded >= 0).sum(1).numpy()})
     if slices is not None:
         frame["cold_user"] = slices.cold_users[users]
