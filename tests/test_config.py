@@ -67,3 +67,14 @@ def test_every_option_is_documented() -> None:
     keys = {key for key, _, _ in rows}
     assert {"data.source", "model.params", "seeds", "slices.head_fraction"} <= keys
     assert all(text for _, _, text in rows), [key for key, _, text in rows if not text]
+
+
+def test_shipped_configs_load() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.toml"))
+    assert files
+    for path in files:
+        config = load_config(path)
+        assert config.model.name in {"sasrec", "bprmf", "popular"}

@@ -44,20 +44,25 @@ class BPRMF(TorchRecommender):
         return MatrixFactorization(train.n_users, train.n_items, self.factors)
 
     def _batches(self, train: Interactions, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-        """All training pairs in random order, each with one uniformly sampled unseen negative."""
-        users, positives = train.users.astype(np.int64), train.items.astype(np.int64)
-        seen = np.unique(users * train.n_items + positives)
-        order = rng.permutation(len(users))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            u, i = users[rows], positives[rows]
-            j = rng.integers(0, train.n_items, len(rows))
-            for _ in range(10):  # resample negatives that happen to be positives
-                clash = _contains(seen, u * train.n_items + j)
-                if not clash.any():
-                    break
-                j[clash] = rng.integers(0, train.n_items, int(clash.sum()))
-            yield tuple(torch.from_numpy(a).to(self.device) for a in (u, i, j))
+        """All training pairs in random order, each with one uniformly sampled unseen negative
+        (sampled for the whole epoch at once; clashes with positives are redrawn)."""
+        if getattr(self, "_pairs_source", None) is not train:
+            self._users = torch.from_numpy(train.users.astype(np.int64))
+            self._positives = torch.from_numpy(train.items.astype(np.int64))
+            self._seen = np.unique(train.users.astype(np.int64) * train.n_items + train.items)
+            self._pairs_source = train
+        users = self._users.numpy()
+        negatives = rng.integers(0, train.n_items, len(users))
+        clash = np.flatnonzero(_contains(self._seen, users * train.n_items + negatives))
+        for _ in range(100):  # a user who has seen (almost) every item could otherwise loop for long
+            if not len(clash):
+                break
+            negatives[clash] = rng.integers(0, train.n_items, len(clash))
+            clash = clash[_contains(self._seen, users[clash] * train.n_items + negatives[clash])]
+        order = torch.from_numpy(rng.permutation(len(users)))
+        negatives = torch.from_numpy(negatives)
+        for rows in order.split(self.batch_size):
+            yield tuple(t.to(self.device) for t in (self._users[rows], self._positives[rows], negatives[rows]))
 
     def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         u, i, j = batch
