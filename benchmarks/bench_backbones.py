@@ -7,7 +7,7 @@ measurement runs in its own subprocess so peak memory (max RSS) is its own.
 RecBole needs numpy<2 and lives in its own environment (see docs/benchmarks.md for the command)::
 
     python benchmarks/bench_backbones.py --recbole-python .venv-recbole/bin/python \
-        --datasets movielens-100k amazon-beauty --recbole-epochs 2 --llmboost-epochs 200
+        --datasets movielens-100k amazon-beauty --recbole-epochs 1 300 --llmboost-epochs 200
 
 Prints, per dataset and model: seconds per training epoch, evaluation seconds, peak memory, test
 Recall@10 / NDCG@10, and llmboost's speed-up over RecBole measured in the same run.
@@ -36,7 +36,7 @@ def _peak_rss_mb() -> float:
 
 
 # ---------------------------------------------------------------------------- llmboost worker
-def llmboost_worker(dataset_name: str, model_name: str, epochs: int, threads: int) -> dict:
+def llmboost_worker(dataset_name: str, model_name: str, epochs: int, threads: int, seed: int = 0) -> dict:
     import torch
 
     from llmboost.data import load_dataset
@@ -46,7 +46,7 @@ def llmboost_worker(dataset_name: str, model_name: str, epochs: int, threads: in
 
     torch.set_num_threads(threads)
     split = leave_one_out(load_dataset(str(SOURCES[dataset_name])), keep_unseen_items=True)
-    model = build(model_name, epochs=epochs, progress=False)
+    model = build(model_name, epochs=epochs, progress=False, seed=seed)
     started = time.perf_counter()
     model.fit(split.train, split.valid)
     fit_seconds = time.perf_counter() - started
@@ -82,7 +82,7 @@ def export_atomic(dataset_name: str, folder: Path) -> None:
             f.write(f"{u}\t{i}\t{t}\n")
 
 
-def recbole_worker(data_path: str, model_name: str, epochs: int, threads: int) -> dict:
+def recbole_worker(data_path: str, model_name: str, epochs: int, threads: int, seed: int = 0) -> dict:
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole 1.2.1 predates weights_only
     import torch
     from recbole.config import Config
@@ -90,6 +90,7 @@ def recbole_worker(data_path: str, model_name: str, epochs: int, threads: int) -
     from recbole.utils import get_model, get_trainer, init_seed
 
     torch.set_num_threads(threads)
+    os.chdir(data_path)  # RecBole writes log/, log_tensorboard/ and saved/ into the working directory
     config = Config(
         model=RECBOLE_MODELS[model_name],
         dataset="bench",
@@ -107,7 +108,7 @@ def recbole_worker(data_path: str, model_name: str, epochs: int, threads: int) -
             "checkpoint_dir": tempfile.mkdtemp(),
             "train_neg_sample_args": None if model_name == "sasrec" else {"distribution": "uniform", "sample_num": 1},
             "loss_type": "CE" if model_name == "sasrec" else "BPR",
-            "seed": 0,
+            "seed": seed,
         },
     )
     init_seed(config["seed"], config["reproducibility"])
@@ -160,9 +161,13 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     parser.add_argument("--models", nargs="+", default=["sasrec", "bprmf"], choices=list(RECBOLE_MODELS))
     parser.add_argument("--recbole-python", default=None, help="Python of an environment with recbole==1.2.1.")
-    parser.add_argument("--recbole-epochs", type=int, default=2, help="Epochs RecBole trains (timing).")
+    parser.add_argument(
+        "--recbole-epochs", nargs=2, type=int, default=[1, 300], metavar=("SASREC", "BPRMF"),
+        help="Max epochs RecBole trains SASRec and BPR (its SASRec takes minutes per epoch: timing only).",
+    )
     parser.add_argument("--llmboost-epochs", type=int, default=200, help="Max epochs (early stopping on).")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="Seeds for both systems (mean ± std).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "backbones.json")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,36 +178,57 @@ def main() -> None:
             print("{}")
             return
         worker = llmboost_worker if kind == "llmboost" else recbole_worker
-        print(json.dumps(worker(rest[0], rest[1], int(rest[2]), int(rest[3]))))
+        seed = int(rest[4]) if len(rest) > 4 else 0
+        print(json.dumps(worker(rest[0], rest[1], int(rest[2]), int(rest[3]), seed)))
         return
     results = []
     for dataset in args.datasets:
         folder = Path(tempfile.mkdtemp(prefix="bench-recbole-"))
         _run(sys.executable, "export", dataset, str(folder))
         for model in args.models:
-            row = {"dataset": dataset, "model": model}
-            row["llmboost"] = _run(
-                sys.executable, "llmboost", dataset, model, str(args.llmboost_epochs), str(args.threads)
-            )
+            row: dict = {"dataset": dataset, "model": model, "seeds": args.seeds}
+            runs = [
+                _run(sys.executable, "llmboost", dataset, model, str(args.llmboost_epochs), str(args.threads), str(s))
+                for s in args.seeds
+            ]
+            row["llmboost"] = _summarize(runs)
             if args.recbole_python:
-                row["recbole"] = _run(
-                    args.recbole_python, "recbole", str(folder), model, str(args.recbole_epochs), str(args.threads)
-                )
+                epochs = str(args.recbole_epochs[0 if model == "sasrec" else 1])
+                runs = [
+                    _run(args.recbole_python, "recbole", str(folder), model, epochs, str(args.threads), str(s))
+                    for s in args.seeds
+                ]
+                row["recbole"] = _summarize(runs)
                 row["speedup_per_epoch"] = row["recbole"]["seconds_per_epoch"] / row["llmboost"]["seconds_per_epoch"]
             results.append(row)
             print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"\n{'dataset':<16}{'model':<8}{'system':<10}{'s/epoch':>9}{'eval s':>8}{'peak MB':>9}{'R@10':>8}{'N@10':>8}")
+    header = f"{'dataset':<16}{'model':<8}{'system':<10}{'epochs':>7}{'s/epoch':>9}{'eval s':>8}{'peak MB':>9}"
+    print(f"\n{header}{'Recall@10':>18}{'NDCG@10':>18}")
     for row in results:
         for system in ("llmboost", "recbole"):
             if system in row:
                 r = row[system]
-                print(f"{row['dataset']:<16}{row['model']:<8}{system:<10}{r['seconds_per_epoch']:>9.2f}"
-                      f"{r['test_eval_seconds']:>8.2f}{r['peak_rss_mb']:>9.0f}{r['recall@10']:>8.4f}{r['ndcg@10']:>8.4f}")
+                print(
+                    f"{row['dataset']:<16}{row['model']:<8}{system:<10}{r['epochs']:>7.0f}{r['seconds_per_epoch']:>9.2f}"
+                    f"{r['test_eval_seconds']:>8.2f}{r['peak_rss_mb']:>9.0f}"
+                    f"{r['recall@10']:>10.4f} ± {r['recall@10_std']:.4f}{r['ndcg@10']:>10.4f} ± {r['ndcg@10_std']:.4f}"
+                )
         if "speedup_per_epoch" in row:
             print(f"{'':<24}speed-up per epoch (RecBole / llmboost): {row['speedup_per_epoch']:.1f}x")
 
+
+def _summarize(runs: list[dict]) -> dict:
+    """Means over seeds; accuracy also with its standard deviation; peak memory as the maximum."""
+    import statistics
+
+    out = {key: statistics.fmean(r[key] for r in runs) for key in runs[0]}
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    for key in ("recall@10", "ndcg@10"):
+        out[f"{key}_std"] = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
+    out["runs"] = runs
+    return out
 
 if __name__ == "__main__":
     main()

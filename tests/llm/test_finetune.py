@@ -1,0 +1,181 @@
+"""Fine-tuning: example builders, packing, and a short real LoRA run whose adapter reloads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmboost.llm.finetune import (
+    IGNORE,
+    TokenizedExample,
+    build_examples,
+    finetune,
+    make_batches,
+    next_item_examples,
+    pack,
+    packed_loss,
+    pairwise_examples,
+    read_training_log,
+    tokenize_examples,
+    yes_no_examples,
+)
+from llmboost.llm.prompts import NEXT_ITEM, PAIRWISE, YES_NO
+
+HISTORY = ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", "Twelve Monkeys", "Babe"]
+CATALOG = ["Fargo", "Contact", "Scream", "Heat", "Casino", "Clueless", "Jumanji", *HISTORY]
+
+
+def test_next_item_examples():
+    ex = next_item_examples(HISTORY, max_history=2, min_history=3)
+    assert [e.answer for e in ex] == HISTORY[3:]
+    assert ex[0].fields["history"] == "1. GoldenEye\n2. Four Rooms" and ex[0].template is NEXT_ITEM
+    assert [e.answer for e in next_item_examples(HISTORY, last_n=2)] == HISTORY[-2:]
+
+
+def test_yes_no_examples_balance_and_negatives():
+    ex = yes_no_examples(HISTORY, CATALOG, min_history=3, seed=1)
+    assert {e.template for e in ex} == {YES_NO}
+    yes = [e for e in ex if e.answer == "Yes"]
+    no = [e for e in ex if e.answer == "No"]
+    assert len(yes) == len(no) == len(HISTORY) - 3
+    assert [e.fields["item"] for e in yes] == HISTORY[3:]
+    assert all(e.fields["item"] not in HISTORY for e in no)
+
+
+def test_pairwise_examples_answer_points_at_true_item():
+    ex = pairwise_examples(HISTORY, CATALOG, min_history=3, seed=2)
+    assert len(ex) == len(HISTORY) - 3
+    for e, truth in zip(ex, HISTORY[3:], strict=True):
+        slot = "item_a" if e.answer == "A" else "item_b"
+        other = "item_b" if slot == "item_a" else "item_a"
+        assert e.fields[slot] == truth and e.fields[other] not in HISTORY
+    assert {e.answer for e in ex} == {"A", "B"}  # both slots used
+    both = pairwise_examples(HISTORY, CATALOG, min_history=3, both_orders=True)
+    assert len(both) == 2 * len(ex)
+
+
+def test_build_examples_all_tasks():
+    ex = build_examples({1: HISTORY, 2: HISTORY[:5]}, CATALOG, min_history=3, max_history=5)
+    tasks = [e.task for e in ex]
+    assert tasks.count("next_item") == 4 + 2 and tasks.count("yes_no") == 8 + 4 and tasks.count("pairwise") == 6
+
+
+def test_pack_first_fit_decreasing():
+    lengths = [5, 9, 3, 7, 1, 10, 4]
+    rows = pack(lengths, 10)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 10 for r in rows)
+    assert len(rows) == 4  # 39 tokens in rows of 10
+
+
+def test_make_batches_restart_positions_and_mask_padding():
+    exs = [
+        TokenizedExample([1, 2, 3], [IGNORE, IGNORE, 3]),
+        TokenizedExample([4, 5], [IGNORE, 5]),
+        TokenizedExample([6, 7, 8, 9], [IGNORE, IGNORE, 8, 9]),
+    ]
+    (batch,) = make_batches(exs, max_length=8, batch_tokens=64, pad_id=0)
+    assert batch.tokens == 9
+    flat_ids = batch.input_ids[batch.input_ids > 0].tolist()
+    assert sorted(flat_ids) == list(range(1, 10))
+    for row_pos, row_ids in zip(batch.position_ids.tolist(), batch.input_ids.tolist(), strict=True):
+        starts = [i for i, p in enumerate(row_pos) if p == 0]
+        assert starts[0] == 0
+        # each example (and the padding tail) restarts at position 0
+        assert len(starts) == len([t for t in row_ids if t in (1, 4, 6)]) + (0 in row_ids)
+    assert (batch.labels[batch.input_ids == 0] == IGNORE).all()
+
+
+@pytest.mark.slow
+def test_packed_loss_equals_separate_losses(smollm2):
+    """Packed examples do not attend to each other: the packed loss equals the per-example losses."""
+    import torch
+
+    ex = pairwise_examples(HISTORY, CATALOG, max_history=3, min_history=3, seed=0)[:3]
+    ex += next_item_examples(HISTORY, max_history=2, min_history=5)
+    tok = tokenize_examples(smollm2.tokenizer, ex, max_length=1024)
+    with torch.no_grad():
+        (packed,) = make_batches(tok, max_length=1024, batch_tokens=1024, pad_id=2)
+        assert packed.input_ids.shape[0] == 1  # all in one row
+        loss, n = packed_loss(smollm2.backbone, smollm2.lm_head, packed, smollm2.device)
+        total, count = 0.0, 0
+        for t in tok:
+            (one,) = make_batches([t], max_length=1024, batch_tokens=1024, pad_id=2)
+            l1, n1 = packed_loss(smollm2.backbone, smollm2.lm_head, one, smollm2.device)
+            total += float(l1) * n1
+            count += n1
+    assert n == count
+    assert float(loss) == pytest.approx(total / count, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_lora_finetune_lowers_loss_and_adapter_reloads(smollm2, tmp_path):
+    from llmboost.llm.hf import HFModel
+    from llmboost.llm.models import resolve_model
+
+    ex = pairwise_examples(HISTORY, CATALOG, max_history=3, min_history=3, seed=0, both_orders=True)
+    ex += yes_no_examples(HISTORY, CATALOG, max_history=3, min_history=3, seed=0)
+    assert len(ex) == 16
+    # bf16 autocast keeps this test short; the float32 forward/backward path is the same code
+    out = finetune(
+        smollm2.setting,
+        ex,
+        tmp_path / "adapter",
+        r=8,
+        lr=1e-3,
+        dropout=0.0,
+        max_steps=4,
+        batch_tokens=1024,
+        max_length=512,
+        precision="bf16",
+        eval_examples=ex,
+        log_every=0,
+    )
+    log = read_training_log(out)
+    assert log["steps"] == 4 and log["epochs"] == 2 and log["tokens_per_s"] > 0
+    # loss on the training examples, measured before and after training, goes down
+    assert log["eval_loss_after"] < 0.8 * log["eval_loss_before"], (log["eval_loss_before"], log["eval_loss_after"])
+    assert len(log["losses"]) == 4 and len(log["epoch_losses"]) == 2
+    assert (out / "adapter_config.json").is_file() and resolve_model(str(out)).base == smollm2.setting
+
+    reqs = [PAIRWISE.request(smollm2, **e.fields) for e in ex[:4]]
+    base = np.concatenate(smollm2.choice_logprobs(reqs))
+    tuned = HFModel(str(out))  # the adapter folder is a model setting
+    tuned_lp = np.concatenate(tuned.choice_logprobs(reqs))
+    assert np.abs(tuned_lp - base).max() > 1e-2
+    again = HFModel(smollm2.setting, adapter=out, merge_adapter=False)
+    np.testing.assert_allclose(np.concatenate(again.choice_logprobs(reqs)), tuned_lp, atol=1e-4)
+    assert tuned.fingerprint == again.fingerprint != smollm2.fingerprint
+    # the tuned model prefers the true answers more than the base model did
+    answers = [0 if e.answer == "A" else 1 for e in ex[:4]]
+    gain = [
+        t[a] - b[a] for t, b, a in zip(tuned.choice_logprobs(reqs), smollm2.choice_logprobs(reqs), answers, strict=True)
+    ]
+    assert np.mean(gain) > 0
+
+
+@pytest.mark.slow
+def test_full_finetune_saves_a_loadable_checkpoint(smollm2, tmp_path):
+    from llmboost.llm.hf import HFModel
+    from llmboost.llm.models import resolve_model
+
+    ex = yes_no_examples(HISTORY, CATALOG, max_history=2, min_history=5, seed=0)
+    out = finetune(
+        smollm2.setting,
+        ex,
+        tmp_path / "full",
+        method="full",
+        lr=1e-4,
+        max_steps=1,
+        batch_tokens=512,
+        max_length=512,
+        log_every=0,
+    )
+    assert resolve_model(str(out)).kind == "folder"
+    log = read_training_log(out)
+    assert log["method"] == "full" and log["trainable_params"] == smollm2.n_params
+    reqs = [YES_NO.request(smollm2, **e.fields) for e in ex]
+    tuned = HFModel(str(out))
+    assert tuned.fingerprint != smollm2.fingerprint
+    diff = np.abs(np.concatenate(tuned.choice_logprobs(reqs)) - np.concatenate(smollm2.choice_logprobs(reqs)))
+    assert diff.max() > 1e-3
