@@ -79,8 +79,10 @@ def evaluate_targets(
     slices: Slices | None = None,
     batch_size: int = 1024,
     progress: bool = False,
+    coverage: bool = True,
 ) -> EvalResult:
-    """Rank each user's ``targets`` among all items not in their ``history``."""
+    """Rank each user's ``targets`` among all items not in their ``history``; ``coverage=False`` skips
+    the catalog coverage of the top-K lists (early stopping needs only the ranks)."""
     ks = tuple(sorted(set(int(k) for k in ks)))
     users = targets.active_users()
     padded = _padded_targets(targets, users)
@@ -92,7 +94,8 @@ def evaluate_targets(
         batch_users = users[start : start + batch_size]
         batch_targets = padded[start : start + batch_size]
         with torch.no_grad():
-            scores = model.score(batch_users, history=history).float().clone()
+            scores = model.score(batch_users, history=history).float()
+        # a new tensor (the model's own is never modified); NaN scores count as worst
         scores = torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
         mask_seen(scores, batch_users, history, keep=batch_targets)
         ranks = rank_targets(scores, batch_targets)
@@ -102,18 +105,19 @@ def evaluate_targets(
             metrics |= {f"long_tail/{k}": v for k, v in user_metrics(ranks, ks, relevant).items()}
         for name, values in metrics.items():
             columns.setdefault(name, []).append(values.numpy())
-        top_lists.append(scores.topk(min(max(ks), scores.shape[1]), dim=1).indices)
+        if coverage:
+            top_lists.append(scores.topk(min(max(ks), scores.shape[1]), dim=1).indices)
     frame = pd.DataFrame({"user": users, "n_targets": (padded >= 0).sum(1).numpy()})
     if slices is not None:
         frame["cold_user"] = slices.cold_users[users]
     for name, parts in columns.items():
         frame[name] = np.concatenate(parts) if parts else np.array([], dtype=np.float64)
-    coverage: dict[str, float] = {}
+    covered: dict[str, float] = {}
     if top_lists:
         top = torch.cat(top_lists)
         for k in ks:
-            coverage[f"Coverage@{k}"] = float(torch.unique(top[:, :k]).numel() / targets.n_items)
-    return EvalResult(frame, coverage, ks)
+            covered[f"Coverage@{k}"] = float(torch.unique(top[:, :k]).numel() / targets.n_items)
+    return EvalResult(frame, covered, ks)
 
 
 def _padded_targets(targets: Interactions, users: np.ndarray) -> torch.Tensor:

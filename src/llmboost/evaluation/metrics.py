@@ -45,9 +45,9 @@ def rank_targets(scores: torch.Tensor, targets: torch.Tensor, max_block_bytes: i
     block = max(1, max_block_bytes // max(1, n_users * scores.shape[1]))
     for start in range(0, n_targets_max, block):
         s = target_scores[:, start : start + block].unsqueeze(2)  # (B, p, 1)
-        greater[:, start : start + block] = (scores.unsqueeze(1) > s).sum(dim=2)
-        equal[:, start : start + block] = (scores.unsqueeze(1) == s).sum(dim=2)
-    n_candidates = (~torch.isneginf(scores)).sum(dim=1, keepdim=True)
+        greater[:, start : start + block] = (scores.unsqueeze(1) > s).sum(dim=2, dtype=torch.int32)
+        equal[:, start : start + block] = (scores.unsqueeze(1) == s).sum(dim=2, dtype=torch.int32)
+    n_candidates = scores.shape[1] - torch.isneginf(scores).sum(dim=1, keepdim=True, dtype=torch.int32).long()
     # Other targets of the same user that score lower / equal (the target itself excluded).
     diff = target_scores.unsqueeze(2) - target_scores.unsqueeze(1)  # (B, P, P): s_p - s_q
     pair_valid = valid.unsqueeze(1) & valid.unsqueeze(2)

@@ -102,7 +102,7 @@ class TorchRecommender(Recommender):
                 if valid is not None and len(valid):
                     started = time.perf_counter()
                     self.network_.eval()
-                    score = evaluate_targets(self, train, valid, ks=(10,)).summary()["NDCG@10"]
+                    score = evaluate_targets(self, train, valid, ks=(10,), coverage=False).summary()["NDCG@10"]
                     record |= {"valid_NDCG@10": score, "eval_seconds": time.perf_counter() - started}
                     if score > best_score:
                         best_score, best_state, stale = score, copy.deepcopy(self.network_.state_dict()), 0
