@@ -9,7 +9,7 @@ SERVER_STAMP := $(VENV)/.llama-server
 
 .PHONY: run test lint bench-backbones clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
