@@ -67,7 +67,13 @@ def evaluate(
         raise ValueError(f"stage must be 'valid' or 'test', not {stage!r}")
     slices = make_slices(split.train) if slices is None else slices
     return evaluate_targets(
-        model, split.history(stage), split.targets(stage), ks, slices, batch_size, progress  # type: ignore[arg-type]
+        model,
+        split.history(stage),  # type: ignore[arg-type]
+        split.targets(stage),  # type: ignore[arg-type]
+        ks=ks,
+        slices=slices,
+        batch_size=batch_size,
+        progress=progress,
     )
 
 
