@@ -27,6 +27,7 @@ class BPRMF(TorchRecommender):
         self,
         factors: int = 64,
         reg: float = 1e-5,
+        init_std: float = 0.01,
         epochs: int = 300,
         batch_size: int = 4096,
         lr: float = 5e-3,
@@ -39,9 +40,10 @@ class BPRMF(TorchRecommender):
         super().__init__(epochs, batch_size, lr, weight_decay, patience, seed, device, progress)
         self.factors = factors
         self.reg = reg
+        self.init_std = init_std
 
     def _build(self, train: Interactions) -> nn.Module:
-        return MatrixFactorization(train.n_users, train.n_items, self.factors)
+        return MatrixFactorization(train.n_users, train.n_items, self.factors, self.init_std)
 
     def _batches(self, train: Interactions, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
         """All training pairs in random order, each with one uniformly sampled unseen negative
@@ -85,12 +87,12 @@ class BPRMF(TorchRecommender):
 class MatrixFactorization(nn.Module):
     """User and item factor tables; ``x_ui = <p_u, q_i>``."""
 
-    def __init__(self, n_users: int, n_items: int, factors: int) -> None:
+    def __init__(self, n_users: int, n_items: int, factors: int, init_std: float) -> None:
         super().__init__()
         self.user_factors = nn.Embedding(n_users, factors)
         self.item_factors = nn.Embedding(n_items, factors)
-        nn.init.normal_(self.user_factors.weight, std=0.1)
-        nn.init.normal_(self.item_factors.weight, std=0.1)
+        nn.init.normal_(self.user_factors.weight, std=init_std)
+        nn.init.normal_(self.item_factors.weight, std=init_std)
 
 
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
