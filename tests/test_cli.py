@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -161,3 +162,77 @@ def test_train_on_own_csv_with_columns_in_the_config(tmp_path: Path, monkeypatch
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "own" / "run.json").read_text())
     assert record["dataset"]["users"] == 12 and record["config"]["data"]["columns"] == {"user": "who", "item": "what"}
+
+
+def test_changed_config_is_a_new_run(saved_dataset: Path, tmp_path: Path) -> None:
+    assert _invoke(*_train_args(saved_dataset, tmp_path)).exit_code == 0
+    run = tmp_path / "run"
+    record = json.loads((run / "run.json").read_text())
+    resolved = record["resolved_config"]["model"]["params"]
+    assert len(record["config_hash"]) == 16 and resolved["hidden"] == 16 and "lr" in resolved  # defaults filled in
+    summary = run / "seed-0" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+
+    # Same configuration with defaults spelled out, more seeds, other threads: the same run, seed 0 reused.
+    threads = torch.get_num_threads()
+    try:
+        same = _invoke(
+            *_train_args(saved_dataset, tmp_path, f"model.params.lr={resolved['lr']}", "seeds=[0,1]", "threads=1")
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert same.exit_code == 0, same.output
+    assert summary.stat().st_mtime_ns == stamp
+    assert json.loads((run / "run.json").read_text())["config_hash"] == record["config_hash"]
+
+    # A changed hyperparameter: refused, naming the change and how to go on.
+    changed = CliRunner().invoke(main, _train_args(saved_dataset, tmp_path, "model.params.dropout=0.125"))
+    assert changed.exit_code == 1
+    assert f"model.params.dropout: {resolved['dropout']!r} -> 0.125" in changed.output
+    assert "--force" in changed.output and "name=" in changed.output
+    assert summary.stat().st_mtime_ns == stamp
+    # Another split is another run too.
+    other_split = CliRunner().invoke(main, _train_args(saved_dataset, tmp_path, "split.strategy=temporal"))
+    assert other_split.exit_code == 1 and "split.strategy: 'leave_one_out' -> 'temporal'" in other_split.output
+
+    # --force deletes the old seeds and trains again; the folder now records the new configuration.
+    forced = _invoke(*_train_args(saved_dataset, tmp_path, "model.params.dropout=0.125", "--force"))
+    assert forced.exit_code == 0, forced.output
+    assert not (run / "seed-1").exists() and summary.stat().st_mtime_ns != stamp
+    assert json.loads((run / "run.json").read_text())["config_hash"] != record["config_hash"]
+
+
+def test_changed_data_is_a_new_run(tmp_path: Path) -> None:
+    first = cyclic_sequences(40, 10, 6, seed=0).save(tmp_path / "data")
+    args = [
+        "train", f"data.source={first}", f"output_dir={tmp_path}", "name=run", "model.name=popular", "--no-progress",
+    ]
+    assert _invoke(*args).exit_code == 0
+    cyclic_sequences(40, 10, 6, seed=1).save(tmp_path / "data")  # same path, other content
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "data fingerprint" in result.output
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.params={hidden: abc}", "model.params.hidden (of model 'sasrec') must be int, not 'abc'"),
+        ("model.params.epochs=2.5", "model.params.epochs (of model 'sasrec') must be int, not 2.5"),
+        ("model.params.dropout=[0.1]", "model.params.dropout (of model 'sasrec') must be float, not [0.1]"),
+    ],
+)
+def test_wrong_typed_model_params_name_the_key(
+    saved_dataset: Path, tmp_path: Path, override: str, expected: str
+) -> None:
+    result = CliRunner().invoke(main, ["train", f"data.source={saved_dataset}", f"output_dir={tmp_path}", override])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_float_model_params_accept_yaml_exponents(saved_dataset: Path, tmp_path: Path) -> None:
+    from llmboost.config import load_config
+    from llmboost.runs import model_params
+
+    params = model_params(load_config(None, ["model.params={lr: 1e-3, dropout: 0}"]))  # YAML: "1e-3" is a string
+    assert params["lr"] == 0.001 and params["dropout"] == 0.0 and isinstance(params["hidden"], int)

@@ -128,24 +128,37 @@ def data_split(
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("overrides", nargs=-1)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def train(config: Path | None, overrides: tuple[str, ...], no_progress: bool) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="The run folder holds finished seeds of another configuration or other data: delete them and train "
+    "again (without --force this is refused; name=<new name> keeps both).",
+)
+def train(config: Path | None, overrides: tuple[str, ...], no_progress: bool, force: bool) -> None:
     """Train and evaluate a recommender.
 
     CONFIG is a YAML or TOML file (optional: the default trains SASRec on MovieLens-100K).
     OVERRIDES are KEY=VALUE pairs, e.g. model.name=bprmf seeds=[0,1,2].
     A first argument containing '=' is taken as an override.
+
+    Results go to output_dir/name (default name: <data>-<model>). Seeds already finished there are reused
+    only when the folder was made by the same configuration (all keys but seeds, output_dir, name, threads)
+    on the same data; a changed configuration is a new run: use another name=, or --force.
     """
     from llmboost.config import ConfigError, load_config
-    from llmboost.runs import train_and_evaluate
+    from llmboost.runs import model_params, train_and_evaluate
 
     if config is not None and "=" in str(config) and not config.exists():
         overrides, config = (str(config), *overrides), None
     try:
         run_config = load_config(config, list(overrides))
+        model_params(run_config)  # wrong-typed or unknown model.params fail here, naming the key
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
-        out = train_and_evaluate(run_config, progress=not no_progress)
+        out = train_and_evaluate(run_config, progress=not no_progress, force=force)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     _print_metrics(json.loads((out / "metrics.json").read_text()))

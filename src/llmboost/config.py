@@ -121,7 +121,7 @@ def from_mapping(cls: type[Any], mapping: dict[str, Any], where: str = "") -> An
         if dataclasses.is_dataclass(hint):
             values[name] = from_mapping(hint, value, key)  # type: ignore[arg-type]
         else:
-            values[name] = _check_type(value, hint, key)
+            values[name] = check_type(value, hint, key)
     return cls(**values)
 
 
@@ -166,7 +166,9 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _check_type(value: Any, hint: Any, key: str) -> Any:
+def check_type(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against type ``hint`` (ints widen to float); a mismatch is a :class:`ConfigError`
+    naming ``key`` and the expected type."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
@@ -177,7 +179,7 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _check_type(value, arg, key)
+                return check_type(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
@@ -186,7 +188,7 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, not {value!r}")
-        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+        return [check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, not {value!r}")
@@ -196,6 +198,9 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{key} must be {hint.__name__}, not {value!r}")
     return value
+
+
+_check_type = check_type  # the former private name
 
 
 def _join(where: str, name: str) -> str:

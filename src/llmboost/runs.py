@@ -3,17 +3,26 @@
 A run folder holds ``config.yaml`` (resolved config), ``run.json`` (data fingerprint, split and slice
 summaries, versions, the command that reproduces it), one ``seed-<s>/`` folder per seed (model,
 training history, per-user metrics, summary) and ``metrics.json`` (mean and spread over seeds).
-Seeds already finished are not redone when a stopped run is started again.
+Seeds already finished are not redone when a stopped run is started again — but only when the run
+folder was made by the same configuration on the same data: ``run.json`` records a hash of the resolved
+configuration (every key except ``seeds``, ``output_dir``, ``name`` and ``threads``, with the model's
+hyperparameters completed by their defaults) and the data fingerprint. A changed configuration is a new
+run: reusing the folder is refused with the differences listed; give the run another ``name=`` to keep
+both, or ``force=True`` (``llmboost train --force``) to delete the old seeds and train again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import platform
 import shlex
+import shutil
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +30,22 @@ from typing import Any
 import torch
 
 from llmboost import __version__
-from llmboost.config import RunConfig, save_config, to_dict
+from llmboost.config import ConfigError, RunConfig, check_type, save_config, to_dict
 from llmboost.data.dataset import Dataset
 from llmboost.evaluation import aggregate, evaluate
-from llmboost.models import Recommender, build
+from llmboost.models import REGISTRY, Recommender, build
 from llmboost.splitting import Slices, Split, make_slices, split_dataset
 
 logger = logging.getLogger(__name__)
+
+# Keys that do not change what a run computes, left out of its configuration hash.
+UNHASHED_KEYS = ("seeds", "output_dir", "name", "threads")
+# Model parameters set per seed or for display only.
+_PER_SEED_PARAMS = ("seed", "progress")
+
+
+class RunConflictError(ValueError):
+    """A run folder holds finished seeds of a different configuration or different data."""
 
 
 @dataclass
@@ -66,15 +84,64 @@ def run_dir(config: RunConfig) -> Path:
     return Path(config.output_dir) / name
 
 
-def train_and_evaluate(config: RunConfig, progress: bool = True) -> Path:
-    """Train ``config.model`` once per seed, evaluate on test, write results; returns the run folder."""
+def model_params(config: RunConfig) -> dict[str, Any]:
+    """The model's hyperparameters: ``config.model.params`` checked against the constructor's types
+    (a wrong type is a :class:`ConfigError` naming ``model.params.<key>`` and the type expected), then
+    completed with the defaults. Strings that read as numbers are accepted for float parameters
+    (YAML reads ``1e-3`` as a string)."""
+    cls = REGISTRY.get(config.model.name)
+    if cls is None:
+        raise ConfigError(f"model.name: unknown model {config.model.name!r}; available: {sorted(REGISTRY)}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # annotations that cannot be resolved: leave the check to the model
+        hints = {}
+    params: dict[str, Any] = {}
+    for key, value in config.model.params.items():
+        hint = hints.get(key)
+        if hint is None:
+            params[key] = value
+            continue
+        if isinstance(value, str) and float in (hint, *typing.get_args(hint)):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        params[key] = check_type(value, hint, f"model.params.{key} (of model {config.model.name!r})")
+    return build(config.model.name, **params).get_params()
+
+
+def config_hash(config: RunConfig, params: dict[str, Any] | None = None) -> str:
+    """A hash (hex, 16 chars) of what a run computes: the resolved config without :data:`UNHASHED_KEYS`."""
+    resolved = _hashed_config(config, model_params(config) if params is None else params)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _hashed_config(config: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
+    resolved = to_dict(config)
+    for key in UNHASHED_KEYS:
+        resolved.pop(key, None)
+    resolved["model"]["params"] = {k: v for k, v in params.items() if k not in _PER_SEED_PARAMS}
+    return resolved
+
+
+def train_and_evaluate(config: RunConfig, progress: bool = True, force: bool = False) -> Path:
+    """Train ``config.model`` once per seed, evaluate on test, write results; returns the run folder.
+
+    Finished seeds are reused only when the folder's recorded configuration hash and data fingerprint
+    match; otherwise :class:`RunConflictError`, unless ``force`` (the old seeds are deleted).
+    """
     if config.threads:
         torch.set_num_threads(config.threads)
     out = run_dir(config)
-    out.mkdir(parents=True, exist_ok=True)
+    params = model_params(config)
     experiment = prepare(config)
+    record = _run_record(config, experiment, out) | {
+        "config_hash": config_hash(config, params),
+        "resolved_config": _hashed_config(config, params),
+    }
+    _check_reuse(out, record, force)
+    out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    _write_json(out / "run.json", _run_record(config, experiment, out))
+    _write_json(out / "run.json", record)
     summaries = []
     for seed in config.seeds:
         seed_dir = out / f"seed-{seed}"
@@ -83,17 +150,65 @@ def train_and_evaluate(config: RunConfig, progress: bool = True) -> Path:
             logger.info("seed %d already finished in %s; reusing it", seed, seed_dir)
             summaries.append(json.loads(done.read_text()))
             continue
-        summaries.append(_train_one_seed(config, experiment, seed, seed_dir, progress))
+        summaries.append(_train_one_seed(config, params, experiment, seed, seed_dir, progress))
     metrics = {"seeds": list(config.seeds), "metrics": aggregate(summaries)}
     _write_json(out / "metrics.json", metrics)
     return out
 
 
-def _train_one_seed(config: RunConfig, experiment: Experiment, seed: int, seed_dir: Path, progress: bool) -> dict:
-    params = dict(config.model.params)
+def _finished_seeds(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.glob("seed-*/summary.json"))
+
+
+def _check_reuse(out: Path, record: dict[str, Any], force: bool) -> None:
+    """Refuse (or with ``force`` clear) finished seeds made by another configuration or other data."""
+    finished = _finished_seeds(out)
+    if not finished:
+        return
+    try:
+        old = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        old = {}
+    keys = ("config_hash", "data_fingerprint")
+    if all(old.get(k) == record[k] for k in keys):
+        return
+    if force:
+        logger.warning("%s: deleting %d finished seed(s) of another configuration (--force)", out, len(finished))
+        for folder in finished:
+            shutil.rmtree(folder)
+        (out / "metrics.json").unlink(missing_ok=True)
+        return
+    differences = _differences(old.get("resolved_config"), record["resolved_config"])
+    if old.get("data_fingerprint") != record["data_fingerprint"]:
+        differences.append(f"data fingerprint {old.get('data_fingerprint')} -> {record['data_fingerprint']}")
+    if "config_hash" not in old:
+        differences.append("the folder records no configuration hash (made by an older llmboost)")
+    names = ", ".join(p.name for p in finished)
+    raise RunConflictError(
+        f"{out} holds finished seeds ({names}) of a different run: {'; '.join(differences[:6]) or 'changed'}. "
+        f"A changed configuration is a new run: set name=<new name> to keep both, or pass --force "
+        f"(train_and_evaluate(..., force=True)) to delete the old seeds and train again."
+    )
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if old == new or (old is None and not prefix):  # equal, or nothing recorded to compare with
+        return []
+    return [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _train_one_seed(
+    config: RunConfig, params: dict[str, Any], experiment: Experiment, seed: int, seed_dir: Path, progress: bool
+) -> dict:
     model = build(config.model.name, **params)
     for name, value in (("seed", seed), ("progress", progress)):
-        if name in model.get_params():
+        if name in params:
             setattr(model, name, value)
     started = time.perf_counter()
     model.fit(experiment.split.train, experiment.split.valid)
