@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,8 @@ RECBOLE_ITEM_FIELDS = {
     "year": "year",
     "class": "genres",
 }
-# RecBole user fields parsed as nullable integers.
-RECBOLE_INT_USER_FIELDS = ("age",)
+# RecBole item/user fields (after renaming) parsed as nullable integers; non-numbers become missing.
+RECBOLE_INT_FIELDS = ("year", "age")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SPLIT_SUFFIXES = (".train.inter", ".valid.inter", ".test.inter")
 
@@ -113,41 +114,38 @@ def load_recbole(
         [] if has_time else [f"{inter_path.name}: no timestamp field; used each row's position in the file"]
     )
 
-    item_meta = None
-    item_path = inter_path.with_name(stem + ".item")
+    item_meta = user_meta = None
+    item_path, user_path = inter_path.with_name(stem + ".item"), inter_path.with_name(stem + ".user")
     if item_path.is_file():
-        items, _ = read_atomic(item_path, encoding=encoding, on_bad_rows=on_bad_rows)
-        require_columns(items.names, ("item_id",), item_path)
-        item_meta = pd.DataFrame(index=pd.Index(strings(items, "item_id"), name="item"))
-        for field_name in items.header or []:
-            if field_name == "item_id":
-                continue
-            target = RECBOLE_ITEM_FIELDS.get(field_name, field_name)
-            if target in item_meta.columns:
-                continue
-            values = pd.Series(strings(items, field_name), index=item_meta.index)
-            if target == "year":
-                values = pd.to_numeric(values, errors="coerce").astype("Int64")
-            elif target == "genres":
-                values = values.str.split().str.join("|")
-            item_meta[target] = values
+        item_meta, items = _recbole_meta(item_path, "item", RECBOLE_ITEM_FIELDS, encoding, on_bad_rows)
         tables.append(items)
-
-    user_meta = None
-    user_path = inter_path.with_name(stem + ".user")
     if user_path.is_file():
-        users, _ = read_atomic(user_path, encoding=encoding, on_bad_rows=on_bad_rows)
-        require_columns(users.names, ("user_id",), user_path)
-        user_meta = pd.DataFrame(index=pd.Index(strings(users, "user_id"), name="user"))
-        for field_name in users.header or []:
-            if field_name == "user_id":
-                continue
-            values = pd.Series(strings(users, field_name), index=user_meta.index)
-            if field_name in RECBOLE_INT_USER_FIELDS:
-                values = pd.to_numeric(values, errors="coerce").astype("Int64")
-            user_meta[field_name] = values
+        user_meta, users = _recbole_meta(user_path, "user", {}, encoding, on_bad_rows)
         tables.append(users)
     return finish(name or stem, events, item_meta, user_meta, tables, notes)
+
+
+def _recbole_meta(
+    path: Path, kind: str, rename: Mapping[str, str], encoding: str, on_bad_rows: str
+) -> tuple[pd.DataFrame, Table]:
+    """A ``.item`` / ``.user`` file as metadata indexed by ``<kind>_id``: fields renamed by ``rename``
+    (the first of two fields with one target wins), :data:`RECBOLE_INT_FIELDS` as nullable integers,
+    ``genres`` ``|``-joined."""
+    table, _ = read_atomic(path, encoding=encoding, on_bad_rows=on_bad_rows)
+    id_field = f"{kind}_id"
+    require_columns(table.names, (id_field,), path)
+    meta = pd.DataFrame(index=pd.Index(strings(table, id_field), name=kind))
+    for field_name in table.names:
+        target = rename.get(field_name, field_name)
+        if field_name == id_field or target in meta.columns:
+            continue
+        values = pd.Series(strings(table, field_name), index=meta.index)
+        if target in RECBOLE_INT_FIELDS:
+            values = pd.to_numeric(values, errors="coerce").astype("Int64")
+        elif target == "genres":
+            values = values.str.split().str.join("|")
+        meta[target] = values
+    return meta, table
 
 
 # ---------------------------------------------------------------------------------------- tables
@@ -349,26 +347,33 @@ def load_table(
     events = events_from(table, user, item, time_column, columns["rating"])
     tables = [table]
 
-    item_meta = None
-    if item_meta_path is not None:
-        meta_table = read_table(Path(item_meta_path), sep=sep, encoding=encoding, on_bad_rows=mode)
-        key = item_id or _meta_key(meta_table, item, "item")
-        item_meta = _meta(meta_table, key, item_columns, "item")
-        tables.append(meta_table)
-    elif item_columns is not None:
-        item_meta = _meta(table, item, item_columns, "item")
-        item_meta = item_meta[~item_meta.index.duplicated(keep="first")]
-    user_meta = None
-    if user_meta_path is not None:
-        meta_table = read_table(Path(user_meta_path), sep=sep, encoding=encoding, on_bad_rows=mode)
-        key = user_id or _meta_key(meta_table, user, "user")
-        user_meta = _meta(meta_table, key, user_columns, "user")
-        tables.append(meta_table)
-    elif user_columns is not None:
-        user_meta = _meta(table, user, user_columns, "user")
-        user_meta = user_meta[~user_meta.index.duplicated(keep="first")]
+    read = {"sep": sep, "encoding": encoding, "on_bad_rows": mode}
+    item_meta = _side_meta(table, item, "item", item_meta_path, item_id, item_columns, tables, read)
+    user_meta = _side_meta(table, user, "user", user_meta_path, user_id, user_columns, tables, read)
     stem = path.name.split(".")[0]
     return finish(name or stem, events, item_meta, user_meta, tables, notes)
+
+
+def _side_meta(
+    events: Table,
+    events_column: str,
+    kind: str,
+    meta_path: str | Path | None,
+    id_column: str | None,
+    columns: Mapping[str, str] | None,
+    tables: list[Table],
+    read: dict[str, Any],
+) -> pd.DataFrame | None:
+    """Item or user metadata for :func:`load_table`: from ``meta_path`` (appended to ``tables``), else
+    ``columns`` of the events table (first row per id), else none."""
+    if meta_path is not None:
+        meta_table = read_table(Path(meta_path), **read)
+        tables.append(meta_table)
+        return _meta(meta_table, id_column or _meta_key(meta_table, events_column, kind), columns, kind)
+    if columns is not None:
+        meta = _meta(events, events_column, columns, kind)
+        return meta[~meta.index.duplicated(keep="first")]
+    return None
 
 
 def _meta_key(table: Table, events_column: str, role: str) -> str:
