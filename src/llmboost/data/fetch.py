@@ -43,7 +43,7 @@ from llmboost.data.errors import DatasetNotFoundError
 logger = logging.getLogger(__name__)
 
 # Bump when a loader's output changes, so datasets parsed by an older version are re-parsed.
-LOADER_VERSION = 1
+LOADER_VERSION = 2  # 2: table columns recognised by name, ISO 8601 timestamps
 DOWNLOAD_TIMEOUT_S = 15.0
 _urlopen = urllib.request.urlopen  # module-level so tests can replace the network
 

@@ -64,7 +64,7 @@ def model_key(model: str = DEFAULT_MODEL) -> str:
 def load_sentence_model(model: str = DEFAULT_MODEL, device: str | None = None) -> Any:
     """A ``SentenceTransformer`` (memoised per process)."""
     st = require("sentence_transformers", "embed")
-    return st.SentenceTransformer(model_path(model), device=device or "cpu")
+    return st.SentenceTransformer(model_path(model), device=device)
 
 
 def _text_key(model: str, normalize: bool, text: str) -> str:
@@ -75,7 +75,7 @@ class _Cache:
     """Embeddings by (model, normalize, text hash) in one SQLite file."""
 
     def __init__(self, folder: str | Path) -> None:
-        folder = Path(folder)
+        folder = Path(folder).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "embeddings.sqlite"
         with closing(self._connect()) as db, db:
@@ -125,7 +125,8 @@ def encode_texts(
 
     ``normalize`` scales each row to unit length (so dot products are cosines; all-MiniLM-L6-v2 has its
     own normalisation layer, so its rows are unit length either way). With ``cache_dir``,
-    texts already embedded by the same model are read back instead of encoded.
+    texts already embedded by the same model are read back instead of encoded (``~`` expanded).
+    ``device`` (``"cpu"``, ``"cuda"``, ...) defaults to CUDA when available, else the CPU.
     """
     texts = [str(t) for t in texts]
     cache = _Cache(cache_dir) if cache_dir is not None else None
