@@ -104,8 +104,8 @@ class ItemText:
         self._exact: dict[str, int] = {}
         self._normal: dict[str, int] = {}
         self._no_year: dict[str, int] = {}
-        for item in range(len(self.texts)):
-            for source in (self.names[item], self.texts[item]):
+        for sources in (self.names, self.texts):  # names first: a name is never shadowed by another's text
+            for item, source in enumerate(sources):
                 if source.strip():
                     self._exact.setdefault(source.strip(), item)
                     key = normalise_title(source)
