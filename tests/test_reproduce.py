@@ -35,7 +35,7 @@ def test_only_accepts_aliases_keeps_canonical_order_and_rejects_unknown(fake_met
 
 
 def test_overrides_must_name_a_method_and_a_valid_key(fake_methods, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="<method>.<key>=<value>"):
+    with pytest.raises(ConfigError, match=r"<method>\.<key>=<value>"):
         rp.split_overrides(["seeds=[0]"], ["sllmr"])
     with pytest.raises(ConfigError, match="sllmr"):
         rp.reproduce(tmp_path, only="sllmr", overrides=["sllmr.nope=1"], echo=lambda _: None)

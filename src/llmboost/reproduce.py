@@ -271,7 +271,7 @@ def render_report(record: dict[str, Any], out: Path) -> str:
         "| method | paper | status | minutes | headline |",
         "| --- | --- | --- | ---: | --- |",
     ]
-    for key, stage in record["stages"].items():
+    for stage in record["stages"].values():
         headline = (stage["results"] or {}).get("headline", {})
         text = "; ".join(f"{k} {_fmt(v)}" for k, v in headline.items()) or (stage["error"] or "")
         lines.append(
