@@ -195,6 +195,45 @@ def plot(run: Path, metric: str) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("overrides", nargs=-1)
+@click.option(
+    "--preset", type=click.Choice(["quick", "cpu", "full"]), default="quick", show_default=True,
+    help="quick: 2 CPU cores, under 20 min; cpu: each method's CPU configuration; full: paper scale (GPU).",
+)
+@click.option("--only", default=None, help="Comma-separated subset, e.g. sllmr,cemg (default: all four).")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Report folder (default: reports/<preset>).",
+)
+@click.option("--mlflow/--no-mlflow", "mlflow", default=None, help="Log each stage to MLflow (default: if installed).")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def reproduce(
+    overrides: tuple[str, ...], preset: str, only: str | None, out_dir: Path | None, mlflow: bool | None,
+    no_progress: bool,
+) -> None:
+    """Run S-LLMR, LLM-I2I, CEMG and the hallucination-detector ensemble; write one report.
+
+    OVERRIDES are METHOD.KEY=VALUE pairs applied to that method's preset, e.g.
+    sllmr.seeds=[0,1,2] cemg.data.source=path/to/data llm_i2i.llm.model=http://localhost:8000/v1.
+    Finished stages with unchanged settings are reused; a failed stage is rerun by the same command.
+    """
+    from llmboost.config import ConfigError
+    from llmboost.reproduce import ReproduceError
+    from llmboost.reproduce import reproduce as run_reproduce
+
+    try:
+        out = run_reproduce(
+            out_dir or Path("reports") / preset, preset, only, overrides, progress=not no_progress, mlflow=mlflow,
+            echo=click.echo,
+        )
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    except ReproduceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"results in {out}")
+
+
 def _print_metrics(result: dict) -> None:
     seeds = result["seeds"]
     click.echo(f"metrics over {len(seeds)} seed(s) {seeds}: mean ± std")
