@@ -331,11 +331,12 @@ def finetune(
     under bfloat16 autocast (weights and optimizer stay in ``dtype``); ``auto`` picks bf16 only where the device
     runs it natively (CPUs with AMX/AVX512-BF16, CUDA GPUs with bf16) and float32 elsewhere
     (:func:`~llmboost.llm.precision.resolve_precision`): emulated bf16 is ~50x slower than float32.
-    Examples longer than ``max_length`` tokens are cut from the left; examples are packed into rows of ``pack_length`` tokens (or the longest example); each step is one
-    batch of at most ``batch_tokens`` tokens; ``max_steps`` (if given) overrides ``epochs``. LoRA dropout
-    defaults to 0 (its random masks cost ~10 % of a CPU step). The training log (losses, tokens/s) is
-    written to ``output_dir/llmboost_finetune.json`` (see :func:`read_training_log`); with ``eval_examples`` it
-    also holds their mean loss before and after training (``eval_loss_before`` / ``eval_loss_after``).
+    Examples longer than ``max_length`` tokens are cut from the left; examples are packed into rows of
+    ``pack_length`` tokens (or the longest example); each step is one batch of at most ``batch_tokens`` tokens;
+    ``max_steps`` (if given) overrides ``epochs``. LoRA dropout defaults to 0 (its random masks cost ~10 % of a
+    CPU step). The training log (losses, tokens/s) is written to ``output_dir/llmboost_finetune.json`` (see
+    :func:`read_training_log`); with ``eval_examples`` it also holds their mean loss before and after training
+    (``eval_loss_before`` / ``eval_loss_after``).
     """
     if method not in ("lora", "full"):
         raise ValueError("method must be 'lora' or 'full'")
