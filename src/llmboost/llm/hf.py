@@ -38,36 +38,23 @@ from llmboost.llm.models import (
     model_identity,
     resolve_model,
 )
+from llmboost.llm.precision import precision_name, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 Row = tuple[int, ...]
 
 
-def _as_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
-    if dtype is None or dtype == "auto":
-        return "auto"
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }[str(dtype)]
-
-
 def load_transformers_model(
     spec: ModelSpec,
     *,
     device: str = "cpu",
-    dtype: str | torch.dtype | None = "float32",
+    precision: str | torch.dtype | None = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
     attn_implementation: str | None = "sdpa",
 ) -> tuple[Any, Any]:
-    """Load (model, tokenizer) for a ``gguf`` / ``folder`` / ``hub`` spec (GGUF via the dequantized cache)."""
+    """Load (model, tokenizer) for a ``gguf`` / ``folder`` / ``hub`` spec (GGUF via the dequantized cache), with
+    weights in :func:`~llmboost.llm.precision.resolve_precision` ``(precision, device)``."""
     transformers = require("transformers", "llm")
     if spec.kind == "gguf":
         source = str(dequantize_gguf(spec.location, cache_dir))
@@ -76,7 +63,7 @@ def load_transformers_model(
     else:
         raise ValueError(f"cannot load a {spec.kind!r} setting as a Transformers model: {spec.setting!r}")
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    kwargs: dict[str, Any] = {"dtype": _as_dtype(dtype)}
+    kwargs: dict[str, Any] = {"dtype": resolve_precision(precision, device)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -284,6 +271,9 @@ class HFModel:
     loads its base model plus the adapter). ``batch_size`` caps rows per forward pass and ``max_batch_tokens``
     caps rows x padded length. ``share_prefix`` turns on key/value-cache reuse for rows sharing at least
     ``min_prefix_tokens`` prompt tokens. ``padding_side`` is the padding used for batched scoring.
+    ``precision`` (``"auto"`` | ``"fp32"`` | ``"bf16"`` | ``"fp16"``) is the weights' dtype; ``auto`` is bf16 only
+    where the device runs it natively (:func:`~llmboost.llm.precision.resolve_precision`), float32 otherwise;
+    ``dtype`` is its older name.
     """
 
     def __init__(
@@ -291,7 +281,7 @@ class HFModel:
         model: str = DEFAULT_MODEL,
         adapter: str | os.PathLike[str] | None = None,
         device: str = "cpu",
-        dtype: str | torch.dtype | None = "float32",
+        precision: str | torch.dtype | None = "auto",
         batch_size: int = 64,
         max_batch_tokens: int = 4096,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -300,7 +290,10 @@ class HFModel:
         padding_side: str = "right",
         merge_adapter: bool = True,
         attn_implementation: str | None = "sdpa",
+        dtype: str | torch.dtype | None = None,
     ) -> None:
+        if dtype is not None:  # older name of the precision setting
+            precision = dtype
         spec = resolve_model(model)
         if spec.kind == "url":
             raise ValueError("HFModel loads local/Hub models; use llmboost.llm.load_model for server URLs")
@@ -324,8 +317,10 @@ class HFModel:
         self._fingerprint: str | None = None
 
         self.model, self.tokenizer = load_transformers_model(
-            spec, device=device, dtype=dtype, cache_dir=cache_dir, attn_implementation=attn_implementation
+            spec, device=device, precision=precision, cache_dir=cache_dir, attn_implementation=attn_implementation
         )
+        self.dtype = next(self.model.parameters()).dtype
+        self.precision = precision_name(self.dtype)
         if self.adapter is not None:
             peft = require("peft", "llm")
             with warnings.catch_warnings():
@@ -368,7 +363,9 @@ class HFModel:
     def fingerprint(self) -> str:
         """Hash of the model identity (GGUF/folder file hashes, or Hub id + revision) and the adapter files."""
         if self._fingerprint is None:
-            self._fingerprint = fingerprint_of(model_identity(self.spec), self.adapter)
+            fp = fingerprint_of(model_identity(self.spec), self.adapter)
+            # reduced precision changes the numbers: keep its outputs apart from float32 ones
+            self._fingerprint = fp if self.precision == "fp32" else f"{fp}@{self.precision}"
         return self._fingerprint
 
     @property
