@@ -113,3 +113,22 @@ def test_plain_callable_terms_still_work(split) -> None:
     model.fit(split.train)
     assert calls and all(n == 3 for n in calls)  # the raw (users, inputs, targets) batch
     assert "loss/penalty" in model.history_[0]
+
+
+class PerUserGate(LossTerm):
+    """The docs' example: parameters created in ``setup`` from the training data."""
+
+    name = "per_user_gate"
+
+    def setup(self, model: TorchRecommender, train) -> None:
+        self.alpha = nn.Parameter(torch.zeros(train.n_users))
+
+    def forward(self, batch: TrainBatch, model: TorchRecommender, epoch: int) -> torch.Tensor:
+        return (torch.sigmoid(self.alpha[batch.users]) * batch.user_repr.pow(2).sum(-1)).mean()
+
+
+def test_parameters_created_in_setup_are_trained(split) -> None:
+    term = PerUserGate()
+    model = _small("bprmf", epochs=2).add_loss_term(term, lr=0.1)
+    model.fit(split.train)
+    assert term.alpha.shape == (split.n_users,) and float(term.alpha.detach().abs().max()) > 0.05
