@@ -26,11 +26,11 @@ class BPRMF(TorchRecommender):
     def __init__(
         self,
         factors: int = 64,
-        reg: float = 1e-5,
+        reg: float = 1e-4,
         init_std: float = 0.01,
         epochs: int = 300,
         batch_size: int = 4096,
-        lr: float = 5e-3,
+        lr: float = 1e-2,
         weight_decay: float = 0.0,
         patience: int = 20,
         seed: int = 0,
