@@ -167,6 +167,25 @@ def test_schema_version_mismatch(tmp_path):
         ScoreStore(path)
 
 
+def test_file_that_is_not_a_store_gets_a_clear_error(tmp_path):
+    text = tmp_path / "notes.csv"
+    text.write_text("user,item\n1,2\n" * 200)
+    with pytest.raises(StoreError, match=r"notes\.csv: not a score store") as info:
+        ScoreStore(text)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+    assert text.read_text().startswith("user,item")  # left untouched
+
+    other = tmp_path / "other.db"
+    raw = sqlite3.connect(other)
+    raw.execute("CREATE TABLE movies (id INTEGER)")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match=r"other\.db: an SQLite database but not a score store.*movies"):
+        ScoreStore(other)
+    with pytest.raises(StoreError, match="is a folder"):
+        ScoreStore(tmp_path)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     vectors=st.dictionaries(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
+import inspect
 import itertools
 import logging
 import os
@@ -95,6 +97,17 @@ def decoder_layers(model: Any) -> Any:
     if layers is None:
         raise TypeError(f"{type(inner).__name__}: cannot find decoder layers (expected `.model.layers`)")
     return layers
+
+
+@functools.cache
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(backbone: Any) -> str:
+    """Name of a decoder's key/value-cache argument: ``cache`` in recent Transformers, ``past_key_values``
+    before (still accepted, deprecated, by recent versions)."""
+    return "cache" if "cache" in _forward_parameters(type(backbone)) else "past_key_values"
 
 
 PREFIX_ATTENTION = "llmboost_prefix"
@@ -468,13 +481,18 @@ class HFModel:
                 self.stats.groups += 1
                 prefix_ids = torch.tensor([rows[g[0]][:p]], dtype=torch.long, device=self.device)
                 cache = self._new_cache()
-                self.backbone(input_ids=prefix_ids, cache=cache, use_cache=True)
+                self.backbone(input_ids=prefix_ids, use_cache=True, **self._with_cache(cache))
                 self.stats.forward_calls += 1
                 self.stats.tokens += p
                 self.stats.padded_tokens += p
                 self.stats.prefix_tokens += p
                 kv = [(layer.keys, layer.values) for layer in cache.layers]  # [1, kv_heads, p, d] each
                 self._run_batches(rows, g, row_queries, queries, out, prefix=(p, kv))
+
+    def _with_cache(self, cache: Any) -> dict[str, Any]:
+        """The key/value-cache keyword argument of the backbone: ``cache`` (Transformers >= 5.x) or
+        ``past_key_values`` (older)."""
+        return {cache_keyword(self.backbone): cache}
 
     def _new_cache(self, data: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
         transformers = require("transformers", "llm")
@@ -590,7 +608,7 @@ class HFModel:
         position_ids = (full.cumsum(-1) - 1).clamp(min=0)[:, p:]
         cache = self._new_cache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
         outputs = self.backbone(
-            input_ids=ids, attention_mask=full, position_ids=position_ids, cache=cache, use_cache=True
+            input_ids=ids, attention_mask=full, position_ids=position_ids, use_cache=True, **self._with_cache(cache)
         )
         return outputs.last_hidden_state
 

@@ -127,14 +127,36 @@ class ScoreStore:
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; every batch is an explicit BEGIN IMMEDIATE/COMMIT.
-        self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{self.path}: could not switch SQLite to WAL mode (got {mode!r})")
-        self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-        self._init_schema()
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a score store file")
+        try:
+            # isolation_level=None: no implicit transactions; every batch is an explicit BEGIN IMMEDIATE/COMMIT.
+            self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._check_is_store()
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: could not switch SQLite to WAL mode (got {mode!r})")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"{self.path}: not a score store (SQLite cannot read it: {exc})") from exc
+        except StoreError:
+            self._conn.close()
+            raise
+
+    def _check_is_store(self) -> None:
+        """Refuse a file that is not an SQLite database (SQLite reports that on the first read) or an SQLite
+        database of another program (it has tables, but not this store's)."""
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not {"meta", "records"} <= tables:
+            raise StoreError(
+                f"{self.path}: an SQLite database but not a score store (tables {sorted(tables)[:10]}, "
+                "expected 'meta' and 'records')"
+            )
 
     def _init_schema(self) -> None:
         with self._transaction():
