@@ -18,11 +18,11 @@ from llmboost.llm.store import ScoreStore
 HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 
-from fake_llm import FailingOn, FakeModel, broken_factory, make_inputs  # noqa: E402
+from fake_llm import TEMPLATE, FailingOn, FakeModel, broken_factory, make_inputs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-TV = "tmpl-v1"
+TV = TEMPLATE
 
 
 @pytest.fixture(scope="module")

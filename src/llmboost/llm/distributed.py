@@ -33,7 +33,7 @@ import numpy as np
 from llmboost._optional import require
 from llmboost.llm.base import ChoiceRequest, LanguageModel
 from llmboost.llm.jobs import Inputs, JobError, JobResult, Request, batches, score_batch
-from llmboost.llm.store import ScoreStore, Value
+from llmboost.llm.store import ScoreStore, TemplateRef, Value, template_key
 
 __all__ = ["ModelSource", "ScoringActor", "VLLMLanguageModel", "build_model", "run_job_ray"]
 
@@ -264,7 +264,7 @@ def _probe_fingerprint(model: ModelSource, engine: Engine, model_kwargs: Mapping
 def run_job_ray(
     model: ModelSource,
     store: ScoreStore,
-    template_version: str,
+    template: TemplateRef,
     inputs: Inputs,
     batch_size: int = 16,
     *,
@@ -290,6 +290,7 @@ def run_job_ray(
     Raises :class:`~llmboost.llm.jobs.JobError` if a worker fails; everything committed stays stored and a
     rerun resumes.
     """
+    template_version = template_key(template)
     ray = require("ray", "ray")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
