@@ -116,7 +116,9 @@ def test_sqlite_settings_and_primary_key(tmp_path):
             (FP, TV.fingerprint, "a", np.zeros(1).tobytes(), 1, None, 0.0),
         )
     with pytest.raises(sqlite3.IntegrityError):  # vector length must match its byte size
-        raw.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (FP, TV.fingerprint, "b", b"\0" * 8, 2, None, 0.0))
+        raw.execute(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (FP, TV.fingerprint, "b", b"\0" * 8, 2, None, 0.0)
+        )
     raw.close()
     with pytest.raises(ValueError):
         ScoreStore(path, synchronous="OFF")  # type: ignore[arg-type]
