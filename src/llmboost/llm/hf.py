@@ -24,7 +24,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -207,7 +207,6 @@ class ForwardStats:
     head_rows: int = 0
     rows: int = 0
     groups: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Zero all counters."""
