@@ -25,6 +25,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,21 @@ def load_transformers_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def resize_embeddings(model: Any, n_tokens: int) -> list[int]:
+    """Grow the input (and untied output) embeddings to ``n_tokens`` rows; new rows start at the mean of the old
+    rows (deterministic, so a saved adapter reloads onto the same starting rows). Returns the new row ids."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if n_tokens <= old:
+        return []
+    model.resize_token_embeddings(n_tokens, mean_resizing=False)
+    with torch.no_grad():
+        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m}.values():
+            w = emb.weight
+            if w.shape[0] == n_tokens:
+                w[old:] = w[:old].mean(0, keepdim=True)
+    return list(range(old, n_tokens))
 
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
@@ -335,6 +351,12 @@ class HFModel:
         self.precision = precision_name(self.dtype)
         if self.adapter is not None:
             peft = require("peft", "llm")
+            if (Path(self.adapter) / "tokenizer_config.json").is_file():  # fine-tuned with added tokens
+                transformers = require("transformers", "llm")
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.adapter)
+                if self.tokenizer.pad_token_id is None:
+                    self.tokenizer.pad_token = self.tokenizer.eos_token
+                resize_embeddings(self.model, len(self.tokenizer))
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=FutureWarning)  # Transformers deprecations inside PEFT
                 self.model = peft.PeftModel.from_pretrained(self.model, self.adapter)
