@@ -717,13 +717,10 @@ class HFModel:
         the model's end token(s). ``do_sample`` samples (``seed`` makes it reproducible)."""
         if num_return_sequences > max(num_beams, 1) and not do_sample:
             raise ValueError("num_return_sequences must be <= num_beams for beam search / greedy decoding")
+        eos = eos_token_id if eos_token_id is None or isinstance(eos_token_id, int) else list(eos_token_id)
         gen_cfg = self._generation_config(
             max_new_tokens,
-            eos_token_id=None
-            if eos_token_id is None
-            else list(eos_token_id)
-            if isinstance(eos_token_id, Sequence)
-            else int(eos_token_id),
+            eos_token_id=eos,
             num_beams=int(num_beams),
             num_return_sequences=int(num_return_sequences),
             do_sample=bool(do_sample),
