@@ -216,6 +216,7 @@ def test_records_are_keyed_by_the_template_fingerprint(store):
     store.put_many(FP, TV, {"k": [-1.0]})
     assert template_key(TV) == TV.fingerprint and TV.fingerprint.startswith("tmpl@v1:")
     assert store.get(FP, TV.fingerprint, "k").vector.tolist() == [-1.0]  # the fingerprint string works too
+    assert template_key(f"job@v1:{TV.fingerprint}:h20") == f"job@v1:{TV.fingerprint}:h20"  # fingerprint + settings
     assert store.missing(FP, reworded, ["k"]) == ["k"]
     assert store.groups() == [(FP, TV.fingerprint, 1)]
     for label in ("tmpl-v1", "tmpl@v1", "pairwise"):

@@ -3,7 +3,7 @@
 Records are keyed by ``(model fingerprint, template fingerprint, input key)``. The template part is derived
 from the :class:`~llmboost.llm.prompts.PromptTemplate` itself (:attr:`PromptTemplate.fingerprint`: a hash of
 its name, version, text, choices, system turn and answer prefix), never from a free caller string, so outputs of
-different wordings never mix; a string is accepted only when it is such a fingerprint. Records live in one
+different wordings never mix; a string is accepted only when it contains such a fingerprint. Records live in one
 SQLite file in WAL mode. Each :meth:`ScoreStore.put_many` call is one transaction, so a process killed at any moment
 leaves either the whole batch or none of it; the primary key on the triple makes duplicates impossible.
 
@@ -49,17 +49,18 @@ class StoreError(RuntimeError):
 TemplateRef = PromptTemplate | str
 """A prompt template, or its :attr:`~llmboost.llm.prompts.PromptTemplate.fingerprint` string."""
 
-_FINGERPRINT = re.compile(r"^\S+@v\d+:[0-9a-f]{12}$")
+_FINGERPRINT = re.compile(r"\S+@v\d+:[0-9a-f]{12}")
 
 
 def template_key(template: TemplateRef) -> str:
     """The store key of a template: its fingerprint (name, version and a hash of its wording).
 
-    A string must already be a fingerprint (``name@vN:<12 hex>``); anything else is refused so that stored
-    outputs are never filed under a caller-chosen label that could outlive a change of wording."""
+    A string must contain a template fingerprint (``name@vN:<12 hex>``, e.g. ``f"{T.fingerprint}:h20"`` for a
+    job that also depends on its own settings); anything else is refused so that stored outputs are never filed
+    under a caller-chosen label that could outlive a change of wording."""
     if isinstance(template, PromptTemplate):
         return template.fingerprint
-    if isinstance(template, str) and _FINGERPRINT.match(template):
+    if isinstance(template, str) and _FINGERPRINT.search(template):
         return template
     raise StoreError(
         f"template {template!r}: pass the PromptTemplate (or its .fingerprint); stored outputs are keyed by the "
