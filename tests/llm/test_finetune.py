@@ -192,3 +192,39 @@ def test_bf16_finetune_step_where_native(smollm2, tmp_path):
     )
     log = read_training_log(out)
     assert log["precision"] == "bf16" and np.isfinite(log["losses"]).all()
+
+
+@pytest.mark.slow
+def test_lora_finetune_with_new_tokens_trains_their_rows_and_reloads(smollm2, tmp_path):
+    """Semantic-ID codes as new tokens: loss goes down, the new rows move from their (mean) start, and the
+    adapter folder reloads with the tokens (same logits merged or not)."""
+    import torch
+
+    from llmboost.llm.finetune import TextExample
+    from llmboost.llm.hf import HFModel
+
+    codes = ["<a_1>", "<a_2>", "<a_3>"]
+    ex = [
+        TextExample(NEXT_ITEM, {"history": f"1. {h}"}, code, "next_item")
+        for h, code in zip(HISTORY[:3], codes, strict=True)
+    ]
+    out = finetune(
+        smollm2.setting, ex, tmp_path / "codes", r=4, lr=5e-3, max_steps=3, batch_tokens=512, precision="fp32",
+        eval_examples=ex, log_every=0, new_tokens=codes,
+    )  # fmt: skip
+    log = read_training_log(out)
+    assert log["new_tokens"] == codes and log["eval_loss_after"] < log["eval_loss_before"]
+    tuned = HFModel(str(out))
+    ids = tuned.tokenizer.convert_tokens_to_ids(codes)
+    assert len(tuned.tokenizer) == len(smollm2.tokenizer) + 3 and ids == list(
+        range(len(smollm2.tokenizer), len(smollm2.tokenizer) + 3)
+    )
+    start = smollm2.model.get_input_embeddings().weight.mean(0)
+    rows = tuned.model.get_input_embeddings().weight[ids]
+    assert (rows - start).abs().max() > 1e-4
+    again = HFModel(str(out), merge_adapter=False)
+    prompt = torch.tensor([tuned.encode(NEXT_ITEM.prompt(tuned.tokenizer, **ex[0].fields) + codes[0])])
+    with torch.no_grad():
+        a = tuned.model(input_ids=prompt).logits
+        b = again.model(input_ids=prompt).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

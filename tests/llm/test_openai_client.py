@@ -19,6 +19,7 @@ import pytest
 from llmboost.llm.base import ChoiceRequest, LanguageModel
 from llmboost.llm.jobs import JobError, run_job
 from llmboost.llm.openai_client import LLMServerError, OpenAICompatibleModel
+from llmboost.llm.prompts import YES_NO
 from llmboost.llm.store import ScoreStore
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -320,12 +321,12 @@ def test_job_over_failing_server_reports_and_resumes(srv, tmp_path):
         # 3 batches of 2 requests (4 posts each) succeed, then the server fails twice (1 try + 1 retry).
         srv.faults.extend([None] * 12 + [(500, {"error": "GPU fell off the bus"})] * 2)
         with pytest.raises(JobError, match="GPU fell off the bus") as info:
-            run_job(model, store, "t1", inputs, batch_size=2, progress=False)
+            run_job(model, store, YES_NO, inputs, batch_size=2, progress=False)
         assert isinstance(info.value.__cause__, LLMServerError)
         assert store.count() == 6
-        res = run_job(model, store, "t1", inputs, batch_size=2, progress=False)
+        res = run_job(model, store, YES_NO, inputs, batch_size=2, progress=False)
         assert (res.skipped, res.computed) == (6, 4)
-        got = store.get_many(model.fingerprint, "t1", inputs)
+        got = store.get_many(model.fingerprint, YES_NO, inputs)
         for k, r in inputs.items():
             np.testing.assert_array_equal(got[k].vector, [expected_choice_logprob(r.prompt, c) for c in r.choices])
 
@@ -452,7 +453,7 @@ def test_real_llama_cpp_server(llama_server, tmp_path, request):
     def job() -> None:
         with ScoreStore(store.path) as own:  # SQLite connections stay in their thread
             try:
-                run_job(fragile, own, "yn-v1", inputs, batch_size=2, progress=False)
+                run_job(fragile, own, YES_NO, inputs, batch_size=2, progress=False)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -470,12 +471,12 @@ def test_real_llama_cpp_server(llama_server, tmp_path, request):
     assert llama_server.url in message and "connection failed" in message and "rerun to resume" in message
     kept = store.count()
     assert 4 <= kept < len(inputs)
-    before = store.get_many(fragile.fingerprint, "yn-v1", inputs)
+    before = store.get_many(fragile.fingerprint, YES_NO, inputs)
 
     llama_server.start()
-    res = run_job(fragile, store, "yn-v1", inputs, batch_size=2, progress=False)
+    res = run_job(fragile, store, YES_NO, inputs, batch_size=2, progress=False)
     assert (res.skipped, res.computed) == (kept, len(inputs) - kept)
-    final = store.get_many(fragile.fingerprint, "yn-v1", inputs)
+    final = store.get_many(fragile.fingerprint, YES_NO, inputs)
     assert set(final) == set(inputs)
     assert all(final[k] == v for k, v in before.items()), "stored records must not change on resume"
     for k in list(inputs)[:3]:  # the restarted server gives the same scores (up to llama.cpp's noise)

@@ -112,3 +112,31 @@ def test_real_model_pairwise_and_yes_no(smollm2):
     assert s.prob[0] + s.prob[1] == pytest.approx(1.0, abs=1e-9)  # same two prompts, swapped roles
     y = yes_probabilities(smollm2, YES_NO, [(hist, "Pocahontas (1995)"), (hist, "Scream (1996)")])
     assert y.shape == (2,) and np.all((y > 0) & (y < 1))
+
+
+def test_run_pairwise_job_stores_both_orders_and_the_debiased_probability(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+    from fake_llm import FakeModel
+
+    from llmboost.llm.prompts import PAIRWISE
+    from llmboost.llm.scoring import pairwise_scores, run_pairwise_job
+    from llmboost.llm.store import ScoreStore
+
+    pairs = {"u1|3|7": (["Heat", "Fargo"], "Babe", "Casino"), "u2|1|2": ("1. Jumanji", "Heat", "Scream")}
+    model = FakeModel()
+    with ScoreStore(tmp_path / "s.sqlite") as store:
+        got = run_pairwise_job(model, store, pairs, PAIRWISE, progress=False)
+        direct = pairwise_scores(model, PAIRWISE, list(pairs.values()))
+        np.testing.assert_allclose(got.prob, direct.prob)
+        assert sorted(store.keys(model.fingerprint, PAIRWISE)) == sorted(
+            f"{k}|{s}" for k in pairs for s in ("ab", "ba", "p")
+        )
+        rec = store.get(model.fingerprint, PAIRWISE, "u1|3|7|p").vector
+        assert rec.tolist() == [got.prob[0], got.logodds_ab[0], got.logodds_ba[0]]
+        calls = model.calls
+        again = run_pairwise_job(model, store, pairs, PAIRWISE, progress=False)  # resumes: nothing recomputed
+        np.testing.assert_array_equal(again.prob, got.prob)
+        assert model.calls == calls

@@ -3,6 +3,7 @@
 * :mod:`~llmboost.llm.base` — the interface (:class:`LanguageModel`, :class:`ChoiceRequest`);
 * :mod:`~llmboost.llm.models` — model settings (built-in SmolLM2, GGUF, folders, adapters, Hub ids, server URLs)
   and :func:`load_model`;
+* :mod:`~llmboost.llm.precision` — the ``precision`` setting (``auto``: bf16 only where native);
 * :mod:`~llmboost.llm.hf` — the local Transformers backend :class:`HFModel` (batched, prefix-sharing scoring);
 * :mod:`~llmboost.llm.prompts` — versioned prompt templates;
 * :mod:`~llmboost.llm.scoring` — pairwise preferences (both orders) and yes/no probabilities;
@@ -29,6 +30,7 @@ from llmboost.llm.finetune import (
 from llmboost.llm.hf import HFModel
 from llmboost.llm.jobs import JobError, JobResult, run_job
 from llmboost.llm.models import DEFAULT_MODEL, ModelSpec, cache_root, dequantize_gguf, load_model, resolve_model
+from llmboost.llm.precision import resolve_precision
 from llmboost.llm.prompts import (
     NEXT_ITEM,
     PAIRWISE,
@@ -43,10 +45,11 @@ from llmboost.llm.scoring import (
     PairwiseScores,
     pairwise_preferences,
     pairwise_scores,
+    run_pairwise_job,
     yes_logodds,
     yes_probabilities,
 )
-from llmboost.llm.store import Record, ScoreStore, StoreError
+from llmboost.llm.store import Record, ScoreStore, StoreError, template_key
 from llmboost.llm.tracing import Trace, trace
 
 __all__ = [
@@ -82,7 +85,10 @@ __all__ = [
     "read_training_log",
     "register_template",
     "resolve_model",
+    "resolve_precision",
     "run_job",
+    "run_pairwise_job",
+    "template_key",
     "trace",
     "yes_logodds",
     "yes_no_examples",

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from llmboost._optional import require
-from llmboost.llm.hf import encode_continuation, encode_prompt, load_transformers_model
+from llmboost.llm.hf import encode_continuation, encode_prompt, load_transformers_model, resize_embeddings
 from llmboost.llm.models import ADAPTER_META, TRAINING_LOG, resolve_model
 from llmboost.llm.precision import precision_name, resolve_precision
 from llmboost.llm.prompts import NEXT_ITEM, PAIRWISE, YES_NO, PromptTemplate, format_history
@@ -320,6 +320,8 @@ def finetune(
     cache_dir: str | os.PathLike[str] | None = None,
     eval_examples: Sequence[TextExample] | None = None,
     log_every: int = 10,
+    new_tokens: Sequence[str] = (),
+    train_new_embeddings: bool = True,
 ) -> Path:
     """Fine-tune ``model_setting`` on ``examples`` and save to ``output_dir``; returns the folder.
 
@@ -355,6 +357,11 @@ def finetune(
     t_load = time.perf_counter()
     model, tokenizer = load_transformers_model(spec, device=device, precision=dtype, cache_dir=cache_dir)
     model.config.use_cache = False
+    new_ids: list[int] = []
+    if new_tokens:
+        tokenizer.add_tokens(list(new_tokens))
+        resize_embeddings(model, len(tokenizer))
+        new_ids = [int(i) for i in tokenizer.convert_tokens_to_ids(list(new_tokens))]
     if method == "lora":
         peft = require("peft", "llm")
         cfg = peft.LoraConfig(
@@ -363,6 +370,7 @@ def finetune(
             lora_dropout=dropout,
             target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
             task_type="CAUSAL_LM",
+            trainable_token_indices=new_ids if new_ids and train_new_embeddings else None,
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -460,6 +468,8 @@ def finetune(
         adapter_cfg["base_model_name_or_path"] = base_setting
         cfg_path.write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True) + "\n")
         (out / ADAPTER_META).write_text(json.dumps({"base_model": base_setting}, indent=1) + "\n")
+        if new_ids:  # the adapter's vocabulary differs from the base model's: reload with this tokenizer
+            tokenizer.save_pretrained(out)
     else:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
@@ -483,6 +493,7 @@ def finetune(
         "tokens_per_s": sum(step_tokens) / train_s if train_s > 0 else None,
         "load_seconds": load_s,
         "precision": precision_name(compute),
+        "new_tokens": list(new_tokens),
         "losses": losses,
         "epoch_losses": _epoch_means(losses, step_targets, step_epoch),
         "eval_loss_before": eval_before,

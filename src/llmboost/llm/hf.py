@@ -17,12 +17,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
+import inspect
 import itertools
 import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +77,21 @@ def load_transformers_model(
     return model, tokenizer
 
 
+def resize_embeddings(model: Any, n_tokens: int) -> list[int]:
+    """Grow the input (and untied output) embeddings to ``n_tokens`` rows; new rows start at the mean of the old
+    rows (deterministic, so a saved adapter reloads onto the same starting rows). Returns the new row ids."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if n_tokens <= old:
+        return []
+    model.resize_token_embeddings(n_tokens, mean_resizing=False)
+    with torch.no_grad():
+        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m}.values():
+            w = emb.weight
+            if w.shape[0] == n_tokens:
+                w[old:] = w[:old].mean(0, keepdim=True)
+    return list(range(old, n_tokens))
+
+
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Token ids of a prompt: special tokens (BOS) are added unless the text already starts with the BOS token
     (chat templates write it themselves)."""
@@ -95,6 +113,17 @@ def decoder_layers(model: Any) -> Any:
     if layers is None:
         raise TypeError(f"{type(inner).__name__}: cannot find decoder layers (expected `.model.layers`)")
     return layers
+
+
+@functools.cache
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(backbone: Any) -> str:
+    """Name of a decoder's key/value-cache argument: ``cache`` in recent Transformers, ``past_key_values``
+    before (still accepted, deprecated, by recent versions)."""
+    return "cache" if "cache" in _forward_parameters(type(backbone)) else "past_key_values"
 
 
 PREFIX_ATTENTION = "llmboost_prefix"
@@ -194,7 +223,6 @@ class ForwardStats:
     head_rows: int = 0
     rows: int = 0
     groups: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Zero all counters."""
@@ -323,6 +351,12 @@ class HFModel:
         self.precision = precision_name(self.dtype)
         if self.adapter is not None:
             peft = require("peft", "llm")
+            if (Path(self.adapter) / "tokenizer_config.json").is_file():  # fine-tuned with added tokens
+                transformers = require("transformers", "llm")
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.adapter)
+                if self.tokenizer.pad_token_id is None:
+                    self.tokenizer.pad_token = self.tokenizer.eos_token
+                resize_embeddings(self.model, len(self.tokenizer))
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=FutureWarning)  # Transformers deprecations inside PEFT
                 self.model = peft.PeftModel.from_pretrained(self.model, self.adapter)
@@ -468,13 +502,18 @@ class HFModel:
                 self.stats.groups += 1
                 prefix_ids = torch.tensor([rows[g[0]][:p]], dtype=torch.long, device=self.device)
                 cache = self._new_cache()
-                self.backbone(input_ids=prefix_ids, cache=cache, use_cache=True)
+                self.backbone(input_ids=prefix_ids, use_cache=True, **self._with_cache(cache))
                 self.stats.forward_calls += 1
                 self.stats.tokens += p
                 self.stats.padded_tokens += p
                 self.stats.prefix_tokens += p
                 kv = [(layer.keys, layer.values) for layer in cache.layers]  # [1, kv_heads, p, d] each
                 self._run_batches(rows, g, row_queries, queries, out, prefix=(p, kv))
+
+    def _with_cache(self, cache: Any) -> dict[str, Any]:
+        """The key/value-cache keyword argument of the backbone: ``cache`` (Transformers >= 5.x) or
+        ``past_key_values`` (older)."""
+        return {cache_keyword(self.backbone): cache}
 
     def _new_cache(self, data: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
         transformers = require("transformers", "llm")
@@ -590,11 +629,106 @@ class HFModel:
         position_ids = (full.cumsum(-1) - 1).clamp(min=0)[:, p:]
         cache = self._new_cache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
         outputs = self.backbone(
-            input_ids=ids, attention_mask=full, position_ids=position_ids, cache=cache, use_cache=True
+            input_ids=ids, attention_mask=full, position_ids=position_ids, use_cache=True, **self._with_cache(cache)
         )
         return outputs.last_hidden_state
 
     # ------------------------------------------------------------------ generation
+    def _generate_new_ids(
+        self,
+        prompts: Sequence[str],
+        gen_cfg: Any,
+        *,
+        seed: int | None = None,
+        logits_processor: Any = None,
+        tokenizer_for_stop: bool = False,
+    ) -> list[list[list[int]]]:
+        """Per prompt, per returned sequence, the new token ids (left-padded, length-sorted batches; trailing
+        pad/EOS tokens after the end of a sequence removed)."""
+        transformers = require("transformers", "llm")
+        encoded = [self.encode(p) for p in prompts]
+        lengths = list(map(len, encoded))
+        n_ret = int(gen_cfg.num_return_sequences or 1)
+        results: list[list[list[int]]] = [[] for _ in prompts]
+        pad = int(self.tokenizer.pad_token_id)
+        eos = gen_cfg.eos_token_id
+        eos_set = set(eos if isinstance(eos, list | tuple) else [] if eos is None else [eos])
+        if logits_processor is not None and not isinstance(logits_processor, transformers.LogitsProcessorList):
+            items = logits_processor if isinstance(logits_processor, list | tuple) else [logits_processor]
+            logits_processor = transformers.LogitsProcessorList(items)
+        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        with rng, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            for batch in self._batches(lengths, list(range(len(prompts)))):
+                width = max(lengths[i] for i in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for b, i in enumerate(batch):
+                    ids[b, width - lengths[i] :] = torch.tensor(encoded[i], dtype=torch.long)
+                    mask[b, width - lengths[i] :] = 1
+                kwargs: dict[str, Any] = {"tokenizer": self.tokenizer} if tokenizer_for_stop else {}
+                if logits_processor is not None:
+                    kwargs["logits_processor"] = logits_processor
+                out = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    generation_config=gen_cfg,
+                    **kwargs,
+                )
+                for b, i in enumerate(batch):
+                    for r in range(n_ret):
+                        seq = out[b * n_ret + r, width:].tolist()
+                        for t, tok in enumerate(seq):  # cut after the first end-of-sequence token
+                            if tok in eos_set:
+                                seq = seq[: t + 1]
+                                break
+                        results[i].append(seq)
+        return results
+
+    def _generation_config(self, max_new_tokens: int, eos_token_id: Any = None, **options: Any) -> Any:
+        transformers = require("transformers", "llm")
+        return transformers.GenerationConfig(
+            max_new_tokens=int(max_new_tokens),
+            top_k=None,
+            pad_token_id=int(self.tokenizer.pad_token_id),
+            eos_token_id=self.model.generation_config.eos_token_id if eos_token_id is None else eos_token_id,
+            bos_token_id=self.model.generation_config.bos_token_id,
+            **options,
+        )
+
+    def generate_ids(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 32,
+        num_beams: int = 1,
+        num_return_sequences: int = 1,
+        logits_processor: Any = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        do_sample: bool = False,
+        *,
+        seed: int | None = None,
+    ) -> list[list[list[int]]]:
+        """Per prompt, per returned sequence, the NEW token ids (ending with the EOS token when one was made).
+
+        ``num_beams > 1`` runs beam search (``num_return_sequences <= num_beams`` best beams, best first);
+        ``logits_processor`` (a Transformers ``LogitsProcessor`` or a list) edits the next-token scores at every
+        step — e.g. a trie that allows only valid item codes (constrained decoding). ``eos_token_id`` overrides
+        the model's end token(s). ``do_sample`` samples (``seed`` makes it reproducible)."""
+        if num_return_sequences > max(num_beams, 1) and not do_sample:
+            raise ValueError("num_return_sequences must be <= num_beams for beam search / greedy decoding")
+        eos = eos_token_id if eos_token_id is None or isinstance(eos_token_id, int) else list(eos_token_id)
+        gen_cfg = self._generation_config(
+            max_new_tokens,
+            eos_token_id=eos,
+            num_beams=int(num_beams),
+            num_return_sequences=int(num_return_sequences),
+            do_sample=bool(do_sample),
+            temperature=None,
+            top_p=None,
+        )
+        return self._generate_new_ids(prompts, gen_cfg, seed=seed, logits_processor=logits_processor)
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -607,47 +741,22 @@ class HFModel:
     ) -> list[str]:
         """Greedy (``temperature == 0``) or sampled continuations, batched with left padding; the text is cut
         before the first stop string. ``seed`` makes sampling reproducible."""
-        transformers = require("transformers", "llm")
         stop = [s for s in (stop or []) if s]
-        gen_cfg = transformers.GenerationConfig(
-            max_new_tokens=int(max_new_tokens),
+        gen_cfg = self._generation_config(
+            max_new_tokens,
             do_sample=temperature > 0,
             temperature=float(temperature) if temperature > 0 else None,
             top_p=float(top_p) if temperature > 0 else None,
-            top_k=None,
-            pad_token_id=int(self.tokenizer.pad_token_id),
-            eos_token_id=self.model.generation_config.eos_token_id,
-            bos_token_id=self.model.generation_config.bos_token_id,
             stop_strings=list(stop) or None,
         )
-        encoded = [self.encode(p) for p in prompts]
-        lengths = list(map(len, encoded))
-        results: list[str] = [""] * len(prompts)
-        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-        with rng, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
-            for batch in self._batches(lengths, list(range(len(prompts)))):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for b, i in enumerate(batch):
-                    ids[b, width - lengths[i] :] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[b, width - lengths[i] :] = 1
-                kwargs: dict[str, Any] = {"tokenizer": self.tokenizer} if stop else {}
-                out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    generation_config=gen_cfg,
-                    **kwargs,
-                )
-                for b, i in enumerate(batch):
-                    text = self.tokenizer.decode(out[b, width:], skip_special_tokens=True)
-                    for s in stop:
-                        cut = text.find(s)
-                        if cut >= 0:
-                            text = text[:cut]
-                    results[i] = text
+        results = []
+        for (ids,) in self._generate_new_ids(prompts, gen_cfg, seed=seed, tokenizer_for_stop=bool(stop)):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            for s in stop:
+                cut = text.find(s)
+                if cut >= 0:
+                    text = text[:cut]
+            results.append(text)
         return results
 
     # ------------------------------------------------------------------ tracing

@@ -13,7 +13,7 @@ prefix and servers with prefix caching hit their cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,3 +155,39 @@ def yes_probabilities(
 ) -> np.ndarray:
     """P(yes) for each ``(history, item)``, the two answers renormalised (see :func:`yes_logodds`)."""
     return _sigmoid(yes_logodds(model, template, requests, **kwargs))
+
+
+def run_pairwise_job(
+    model: LanguageModel,
+    store: Any,
+    pairs: Mapping[str, tuple[History, str, str]],
+    template: PromptTemplate | str | None = None,
+    *,
+    batch_size: int = 16,
+    max_history: int | None = 20,
+    progress: bool = True,
+    **fields: str,
+) -> PairwiseScores:
+    """A durable, resumable pairwise job: for each ``key -> (history, a, b)`` the store gets both orders
+    (``key|ab``: a shown as A, ``key|ba``: a shown as B; the choices' log-probs) and the combined,
+    position-debiased result ``key|p`` = ``[P(a > b), logodds_ab, logodds_ba]``, all under the template's
+    fingerprint. Returns the :class:`PairwiseScores` in the order of ``pairs``."""
+    from llmboost.llm.jobs import run_job
+
+    t = _template(template, PAIRWISE)
+    inputs: dict[str, ChoiceRequest] = {}
+    for key, (history, a, b) in pairs.items():
+        text = _history_text(history, max_history)
+        inputs[f"{key}|ab"] = t.request(model, history=text, item_a=a, item_b=b, **fields)
+        inputs[f"{key}|ba"] = t.request(model, history=text, item_a=b, item_b=a, **fields)
+    run_job(model, store, t, inputs, batch_size=batch_size, progress=progress)
+    got = store.get_many(model.fingerprint, t, list(inputs))
+    keys = list(pairs)
+    lp_ab = np.array([got[f"{k}|ab"].vector for k in keys]).reshape(len(keys), 2)
+    lp_ba = np.array([got[f"{k}|ba"].vector for k in keys]).reshape(len(keys), 2)
+    l_ab = lp_ab[:, 0] - lp_ab[:, 1]
+    l_ba = lp_ba[:, 1] - lp_ba[:, 0]
+    scores = PairwiseScores(prob=_sigmoid(0.5 * (l_ab + l_ba)), logodds_ab=l_ab, logodds_ba=l_ba)
+    combined = {f"{k}|p": [scores.prob[i], l_ab[i], l_ba[i]] for i, k in enumerate(keys)}
+    store.put_many(model.fingerprint, t, combined, on_conflict="ignore")
+    return scores
