@@ -42,7 +42,8 @@ def table(curves: dict[tuple, list[dict]], pairs: list[tuple[tuple, tuple]]) -> 
 
 
 def describe(curves: dict[tuple, list[dict]]) -> str:
-    lines = ["| model | system | setting | epochs | train s | best NDCG@10 (epoch) | s/epoch | peak RSS GiB | last epoch (UTC) |",
+    lines = ["| model | system | setting | epochs | train s | best NDCG@10 (epoch) | s/epoch | peak RSS GiB "
+             "| last epoch (UTC) |",
              "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for key, curve in sorted(curves.items()):
         best = max(curve, key=lambda r: r["valid_ndcg@10"])
