@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SERVER_STAMP := $(VENV)/.llama-server
 
-.PHONY: run test lint bench-backbones clean
+.PHONY: run test lint bench-backbones recbole-venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,29 @@ test: $(STAMP) $(SERVER_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-bench-backbones: $(STAMP)
-	$(PY) benchmarks/bench_backbones.py
+# Backbone benchmark (docs/benchmarks.md): per-epoch validation curves of llmboost, RecBole 1.2.1 and
+# implicit on MovieLens-100K, 1 thread each, then the time-to-equal-accuracy table and plots.
+RECBOLE_VENV ?= .venv-recbole
+BENCH_OUT ?= benchmarks/results
+BENCH_DEADLINE ?= 0
+BENCH := PYTHONPATH=$(CURDIR)/src OMP_NUM_THREADS=1 nice -n 5
+$(RECBOLE_VENV)/.installed: benchmarks/make_recbole_venv.sh
+	PYTHON=$(PYTHON) bash benchmarks/make_recbole_venv.sh $(RECBOLE_VENV)
+
+recbole-venv: $(RECBOLE_VENV)/.installed
+
+bench-backbones: $(STAMP) $(RECBOLE_VENV)/.installed
+	$(PIP) install -q -e '.[bench]'
+	rm -f $(BENCH_OUT)/curves-*.jsonl
+	for s in last_window all_windows; do $(BENCH) $(PY) benchmarks/bench_curves.py --system llmboost --model sasrec \
+		--setting $$s --out $(BENCH_OUT)/curves-sasrec.jsonl; done
+	for s in same default; do $(BENCH) $(RECBOLE_VENV)/bin/python benchmarks/bench_curves.py --system recbole \
+		--model sasrec --setting $$s --deadline $(BENCH_DEADLINE) --out $(BENCH_OUT)/curves-sasrec.jsonl; done
+	for sys in llmboost implicit; do $(BENCH) $(PY) benchmarks/bench_curves.py --system $$sys --model bprmf \
+		--patience 20 --out $(BENCH_OUT)/curves-bprmf.jsonl; done
+	$(BENCH) $(RECBOLE_VENV)/bin/python benchmarks/bench_curves.py --system recbole --model bprmf --patience 20 \
+		--out $(BENCH_OUT)/curves-bprmf.jsonl
+	$(PY) benchmarks/summarize_curves.py $(BENCH_OUT)/curves-*.jsonl --plot-dir docs | tee $(BENCH_OUT)/curves-table.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

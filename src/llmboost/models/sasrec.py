@@ -37,6 +37,7 @@ class SASRec(TorchRecommender):
         max_len: int = 50,
         loss: str = "ce",
         n_negatives: int = 256,
+        train_on: str = "last_window",
         epochs: int = 200,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -49,6 +50,8 @@ class SASRec(TorchRecommender):
         super().__init__(epochs, batch_size, lr, weight_decay, patience, seed, device, progress)
         if loss not in ("ce", "sampled"):
             raise ValueError(f"loss must be 'ce' or 'sampled', not {loss!r}")
+        if train_on not in ("last_window", "all_windows"):
+            raise ValueError(f"train_on must be 'last_window' or 'all_windows', not {train_on!r}")
         self.hidden = hidden
         self.layers = layers
         self.heads = heads
@@ -56,22 +59,23 @@ class SASRec(TorchRecommender):
         self.max_len = max_len
         self.loss = loss
         self.n_negatives = n_negatives
+        self.train_on = train_on
 
     # ------------------------------------------------------------------ training
     def _build(self, train: Interactions) -> nn.Module:
         return SASRecNetwork(train.n_items, self.hidden, self.layers, self.heads, self.dropout, self.max_len)
 
-    def _batches(
-        self, train: Interactions, rng: np.random.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Batches of (users, input, target) windows: each user's last ``max_len + 1`` training items,
-        shifted by one, bucketed by length so little padding is computed."""
-        if not hasattr(self, "_windows") or self._windows_source is not train:
-            users = np.flatnonzero(train.user_counts() >= 2)
-            self._window_users = torch.from_numpy(users.astype(np.int64))
-            self._windows = _left_padded(train, users, self.max_len + 1)
-            self._window_lengths = np.minimum(train.user_counts()[users], self.max_len + 1)
-            self._windows_source = train
+    def _batches(self, train: Interactions, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Batches of (users, input, target) windows of ``max_len + 1`` training items, shifted by one, bucketed
+        by length so little padding is computed: each user's last window (``train_on="last_window"``) or
+        windows tiling the whole history so every training event after a user's first is a target
+        exactly once (``"all_windows"``)."""
+        if not hasattr(self, "_windows") or self._windows_source is not (train, self.train_on):
+            owners, self._windows, self._window_lengths = _training_windows(
+                train, self.max_len + 1, self.train_on
+            )
+            self._window_users = torch.from_numpy(owners.astype(np.int64))
+            self._windows_source = (train, self.train_on)
         order = rng.permutation(len(self._windows))
         bucket = self.batch_size * 64
         batches = []
@@ -190,6 +194,34 @@ class SelfAttentionBlock(nn.Module):
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         x = x + self.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, hidden)))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+def _training_windows(
+    train: Interactions, width: int, train_on: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The owning user of each window, left-padded windows of ids + 1 (n_windows, width) and their lengths. Windows end at the user's
+    last event and, for ``"all_windows"``, every ``width - 1`` events earlier (consecutive windows share
+    one item, the input of the first target), so each event after a user's first is a target once."""
+    counts = train.user_counts()
+    users = np.flatnonzero(counts >= 2)
+    n_windows = np.ones(len(users), dtype=np.int64)
+    if train_on == "all_windows":
+        n_windows = -(-(counts[users] - 1) // (width - 1))
+    owner = np.repeat(users, n_windows)
+    ends = train.user_ptr[owner + 1] - segment_offsets(n_windows) * (width - 1)
+    starts = np.maximum(train.user_ptr[owner], ends - width)
+    return owner, _padded_segments(train.items, starts, ends, width), ends - starts
+
+
+def _padded_segments(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """``items[starts[r]:ends[r]] + 1`` left-padded with 0 in row r, shape (len(starts), width)."""
+    lengths = ends - starts
+    offsets = segment_offsets(lengths)
+    rows = np.repeat(np.arange(len(starts)), lengths)
+    cols = np.repeat(width - lengths, lengths) + offsets
+    out = np.zeros((len(starts), width), dtype=np.int64)
+    out[rows, cols] = items[np.repeat(starts, lengths) + offsets] + 1
+    return out
 
 
 def _left_padded(history: Interactions, users: np.ndarray, width: int) -> np.ndarray:
