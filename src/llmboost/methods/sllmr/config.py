@@ -59,7 +59,7 @@ class SLLMRConfig:
 
     source: str = "movielens-100k"  #: built-in dataset name or path
     format: str | None = None  #: loader; guessed when None
-    item_fields: list[str] = field(default_factory=lambda: ["title", "year", "genres"])  #: item text fields
+    item_fields: list[str] = field(default_factory=lambda: ["title", "genres"])  #: item text fields
     backbones: list[str] = field(default_factory=lambda: ["bprmf"])  #: bprmf | sasrec
     backbone_params: dict[str, Any] = field(default_factory=dict)  #: per backbone name: constructor overrides
     teacher: str = "embedding"  #: the teacher of the main (selective, global, ablation) runs

@@ -102,7 +102,9 @@ def reference_backbone(name: str, config: SLLMRConfig, data: dict[str, Any], out
     return model
 
 
-def make_teacher(name: str, config: SLLMRConfig, data: dict[str, Any], texts: list[str], out: Path, users: np.ndarray) -> Teacher:
+def make_teacher(
+    name: str, config: SLLMRConfig, data: dict[str, Any], texts: list[str], out: Path, users: np.ndarray
+) -> Teacher:
     """A teacher by name (see :data:`~llmboost.methods.sllmr.config.TEACHERS`)."""
     from llmboost.llm.models import load_model
 
@@ -113,7 +115,9 @@ def make_teacher(name: str, config: SLLMRConfig, data: dict[str, Any], texts: li
         model = load_model(config.served_model or "")
         if config.served_kind == "choice":
             return ChoiceTeacher(model, "served", config.max_history, kind, config.llm_batch_size)
-        return LikelihoodTeacher(model, "served", config.max_history, config.likelihood_norm, config.temperature, kind, config.llm_batch_size)
+        return LikelihoodTeacher(
+            model, "served", config.max_history, config.likelihood_norm, config.temperature, kind, config.llm_batch_size
+        )
     setting = config.llm_model
     if name == "likelihood_lora":
         rng = np.random.default_rng(config.subset_seed + 1)
@@ -122,14 +126,24 @@ def make_teacher(name: str, config: SLLMRConfig, data: dict[str, Any], texts: li
         chosen = np.sort(rng.choice(pool, min(config.lora_users, len(pool)), replace=False))
         setting = str(
             finetune_likelihood_teacher(
-                config.llm_model, data["split"].train, texts, chosen, out / "stages" / "lora",
-                config.max_history, config.lora_last_n, config.lora_steps, config.subset_seed, kind,
+                config.llm_model,
+                data["split"].train,
+                texts,
+                chosen,
+                out / "stages" / "lora",
+                config.max_history,
+                config.lora_last_n,
+                config.lora_steps,
+                config.subset_seed,
+                kind,
             )
         )
     model = load_model(setting, batch_size=16, max_batch_tokens=2048)
     if name == "choice":
         return ChoiceTeacher(model, "choice", config.max_history, kind, config.llm_batch_size)
-    return LikelihoodTeacher(model, name, config.max_history, config.likelihood_norm, config.temperature, kind, config.llm_batch_size)
+    return LikelihoodTeacher(
+        model, name, config.max_history, config.likelihood_norm, config.temperature, kind, config.llm_batch_size
+    )
 
 
 def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: Path, progress: bool) -> dict[str, Any]:
@@ -146,7 +160,7 @@ def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: 
     llm_users = select_users(split.train, split.valid, config.llm_users, config.min_history, config.subset_seed)
     llm_users = np.intersect1d(llm_users, users)
     texts_emb = item_texts(data["dataset"], config.item_fields)
-    texts_llm = item_texts(data["dataset"], [f for f in ("title", "year") if f in config.item_fields] or ["title"])
+    texts_llm = item_texts(data["dataset"], ["title"])
     store = ScoreStore(config.store or out / "scores.sqlite")
     judged: dict[str, dict[str, Any]] = {}
     fingerprints: dict[str, str] = {}
@@ -176,8 +190,14 @@ def test_items(split: Any, n_users: int) -> np.ndarray:
 
 
 def fit_gate(
-    config: SLLMRConfig, data: dict[str, Any], pairs: Pairs, judgements: Judgements, margin: np.ndarray, mc_std: np.ndarray,
-    features: list[str], seed: int = 0,
+    config: SLLMRConfig,
+    data: dict[str, Any],
+    pairs: Pairs,
+    judgements: Judgements,
+    margin: np.ndarray,
+    mc_std: np.ndarray,
+    features: list[str],
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Fit the gate on labelled pairs of a user split; weights for the regularization pairs."""
     ctx = FeatureContext(pairs, judgements, data["split"].train, margin, mc_std)
@@ -186,7 +206,7 @@ def fit_gate(
     labelled = pairs.labelled
     users = np.unique(pairs.user)
     rng = np.random.default_rng(config.subset_seed + 7)
-    held = rng.choice(users, int(round(config.gate.heldout_fraction * len(users))), replace=False)
+    held = rng.choice(users, round(config.gate.heldout_fraction * len(users)), replace=False)
     is_held = np.isin(pairs.user, held)
     fit_rows, eval_rows = labelled & ~is_held, labelled & is_held
     g = config.gate
@@ -223,14 +243,23 @@ def variant_weights(
 
 
 def train_variant(
-    backbone: str, variant: str, seed: int, config: SLLMRConfig, data: dict[str, Any], term: SelectiveRegularizer | None,
-    folder: Path, setting: dict[str, Any],
+    backbone: str,
+    variant: str,
+    seed: int,
+    config: SLLMRConfig,
+    data: dict[str, Any],
+    term: SelectiveRegularizer | None,
+    folder: Path,
+    setting: dict[str, Any],
 ) -> dict[str, Any]:
-    """Train one backbone (with the term, if any) and evaluate on test; reuses a finished folder with the same setting."""
+    """Train one backbone (with the term, if any) and evaluate on test; reuses a finished folder with the same
+    setting."""
     from llmboost.evaluation import evaluate
 
     done = folder / "summary.json"
-    if done.exists() and json.loads((folder / "setting.json").read_text()) == json.loads(json.dumps(setting, default=_jsonable)):
+    if done.exists() and json.loads((folder / "setting.json").read_text()) == json.loads(
+        json.dumps(setting, default=_jsonable)
+    ):
         return json.loads(done.read_text())
     split, slices = data["split"], data["slices"]
     model = build_backbone(backbone, config, seed)
@@ -289,8 +318,12 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
         "seeds": list(config.seeds),
         "data_fingerprint": data["fingerprint"],
         "model_fingerprint": sup["fingerprints"],
-        "candidates": {"users": len(cands), "pairs": len(pairs), "labelled_pairs": int(pairs.labelled.sum()),
-                       "per_user_candidates": int(cands.items.shape[1])},
+        "candidates": {
+            "users": len(cands),
+            "pairs": len(pairs),
+            "labelled_pairs": int(pairs.labelled.sum()),
+            "per_user_candidates": int(cands.items.shape[1]),
+        },
         "teachers": {},
         "gate": {},
         "runs": {},
@@ -301,7 +334,9 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
     gate_activation: dict[str, dict[str, Any]] = {}
     for backbone in config.backbones:
         reference = references[backbone]
-        margin, mc = backbone_pair_stats(reference, pairs.user, pairs.item_i, pairs.item_j, config.gate.mc_samples, config.gate.mc_dropout)
+        margin, mc = backbone_pair_stats(
+            reference, pairs.user, pairs.item_i, pairs.item_j, config.gate.mc_samples, config.gate.mc_dropout
+        )
         gates: dict[str, dict[str, Any]] = {}
         teacher_rows: dict[str, Any] = {}
         for t, info in sup["judged"].items():
@@ -310,7 +345,9 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
             j: Judgements = info["judgements"]
             gates[t] = fit_gate(config, data, sub, j, margin[m], mc[m], config.gate.features)
             teacher_rows[t] = accuracy_table(sub, j, margin[m], data)
-            results["gate"][f"{backbone}/{t}"] = {k: gates[t][k] for k in ("auc_heldout", "auc_train", "n_fit", "n_heldout")}
+            results["gate"][f"{backbone}/{t}"] = {
+                k: gates[t][k] for k in ("auc_heldout", "auc_train", "n_fit", "n_heldout")
+            }
         results["teachers_accuracy"] = results.get("teachers_accuracy", {}) | {backbone: teacher_rows}
         main = gates[config.teacher]
         main_mask, main_j = sup["judged"][config.teacher]["mask"], sup["judged"][config.teacher]["judgements"]
@@ -334,17 +371,33 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
                 if variant != "backbone":
                     w = variant_weights(variant, base, sub, j.prob, test_item, seed)
                     term = SelectiveRegularizer(
-                        split.n_users, sub.user[reg], sub.item_i[reg], sub.item_j[reg], j.prob[reg], w[reg],
-                        config.lam, config.target,
+                        split.n_users,
+                        sub.user[reg],
+                        sub.item_i[reg],
+                        sub.item_j[reg],
+                        j.prob[reg],
+                        w[reg],
+                        config.lam,
+                        config.target,
                     )
                 setting = {
-                    "backbone": backbone, "variant": variant, "seed": seed, "data": data["fingerprint"],
-                    "params": config.backbone_params.get(backbone, {}), "epochs": config.epochs,
-                    "teacher": teacher, "fp": sup["fingerprints"].get(teacher), "lam": config.lam,
-                    "target": config.target, "gate": asdict(config.gate), "n_candidates": config.n_candidates,
+                    "backbone": backbone,
+                    "variant": variant,
+                    "seed": seed,
+                    "data": data["fingerprint"],
+                    "params": config.backbone_params.get(backbone, {}),
+                    "epochs": config.epochs,
+                    "teacher": teacher,
+                    "fp": sup["fingerprints"].get(teacher),
+                    "lam": config.lam,
+                    "target": config.target,
+                    "gate": asdict(config.gate),
+                    "n_candidates": config.n_candidates,
                     "users": [config.llm_users, config.embedding_users, config.subset_seed, config.min_history],
-                    "max_history": config.max_history, "temperature": config.temperature,
-                    "norm": config.likelihood_norm, "fields": config.item_fields,
+                    "max_history": config.max_history,
+                    "temperature": config.temperature,
+                    "norm": config.likelihood_norm,
+                    "fields": config.item_fields,
                 }
                 folder = out_dir / "runs" / backbone / variant / f"seed-{seed}"
                 summary = train_variant(backbone, variant, seed, config, data, term, folder, setting)
@@ -369,7 +422,9 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
 # ---------------------------------------------------------------------------------------------- analysis
 
 
-def accuracy_table(pairs: Pairs, j: Judgements, margin: np.ndarray, data: dict[str, Any]) -> dict[str, dict[str, float]]:
+def accuracy_table(
+    pairs: Pairs, j: Judgements, margin: np.ndarray, data: dict[str, Any]
+) -> dict[str, dict[str, float]]:
     """Teacher, reference backbone and popularity accuracy on the same labelled pairs, per slice."""
     split, slices = data["split"], data["slices"]
     lab = pairs.labelled
@@ -403,9 +458,14 @@ def activation_stats(pairs: Pairs, activation: np.ndarray, data: dict[str, Any])
         edges = np.unique(np.quantile(values, np.linspace(0, 1, 6)))
         bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, max(0, len(edges) - 2))
         out[name] = [
-            {"low": float(edges[b]), "high": float(edges[min(b + 1, len(edges) - 1)]), "pairs": int((bins == b).sum()),
-             "activation": float(activation[bins == b].mean())}
-            for b in range(max(1, len(edges) - 1)) if (bins == b).any()
+            {
+                "low": float(edges[b]),
+                "high": float(edges[min(b + 1, len(edges) - 1)]),
+                "pairs": int((bins == b).sum()),
+                "activation": float(activation[bins == b].mean()),
+            }
+            for b in range(max(1, len(edges) - 1))
+            if (bins == b).any()
         ]
     return out
 
@@ -420,7 +480,7 @@ def aggregate_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str,
             stats[metric] = {
                 "mean": float(finite.mean()) if len(finite) else float("nan"),
                 "std": float(finite.std(ddof=1)) if len(finite) > 1 else 0.0,
-                "n": int(len(finite)),
+                "n": len(finite),
             }
         out[key] = stats
     return out

@@ -133,7 +133,9 @@ class Gate(nn.Module):
 class GateModel:
     """Fits a :class:`Gate` to predict teacher correctness (its own BCE objective); scikit-learn style."""
 
-    def __init__(self, hidden: int = 16, epochs: int = 300, lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0) -> None:
+    def __init__(
+        self, hidden: int = 16, epochs: int = 300, lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0
+    ) -> None:
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr

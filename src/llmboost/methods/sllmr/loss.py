@@ -69,7 +69,13 @@ def pair_scores(model: Any, repr_: torch.Tensor, items: torch.Tensor) -> torch.T
 
 @torch.no_grad()
 def backbone_pair_stats(
-    model: Any, users: np.ndarray, items_i: np.ndarray, items_j: np.ndarray, mc_samples: int = 8, dropout: float = 0.1, seed: int = 0
+    model: Any,
+    users: np.ndarray,
+    items_i: np.ndarray,
+    items_j: np.ndarray,
+    mc_samples: int = 8,
+    dropout: float = 0.1,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``s_i - s_j`` of a trained backbone and its std over ``mc_samples`` passes with the backbone's own
     dropout active and dropout ``dropout`` on the user representation (MC dropout)."""
@@ -139,7 +145,7 @@ class SelectiveRegularizer(_LossTermBase):
         self.activation_rate = float(np.mean(weight)) if len(weight) else 0.0
         self._legacy_users: dict[bytes, int] | None = None
 
-    def forward(self, batch: Any, model: Any, epoch: int = 0) -> torch.Tensor:  # noqa: ARG002
+    def forward(self, batch: Any, model: Any, epoch: int = 0) -> torch.Tensor:
         """``lambda * sum(w * l) / n_pairs`` over the pairs of the batch's users."""
         users, repr_ = batch.users, batch.user_repr
         keep = self.has[users]
@@ -176,7 +182,9 @@ class SelectiveRegularizer(_LossTermBase):
             for u in np.flatnonzero(train.user_counts() >= 2):
                 self._legacy_users[train.history(int(u))[-(model.max_len + 1) :].astype(np.int64).tobytes()] = int(u)
         full = torch.cat([inputs[:, :1], targets], dim=1).numpy()
-        users = [self._legacy_users.get(np.trim_zeros(row, "f").astype(np.int64).__sub__(1).tobytes(), 0) for row in full]
+        users = [
+            self._legacy_users.get(np.trim_zeros(row, "f").astype(np.int64).__sub__(1).tobytes(), 0) for row in full
+        ]
         hidden = model.network_(inputs)[:, -1]  # a second forward pass: only before core-models' TrainBatch
         return SimpleNamespace(users=torch.as_tensor(users), user_repr=hidden)
 

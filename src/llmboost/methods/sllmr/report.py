@@ -32,7 +32,12 @@ def plot_activation(results: dict[str, Any], out_dir: Path) -> list[str]:
     names = []
     for backbone, stats in results["gate_activation"].items():
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for ax, key, label in zip(axes, ("history_length", "item_popularity"), ("user history length (train events)", "popularity of the less popular item"), strict=True):
+        for ax, key, label in zip(
+            axes,
+            ("history_length", "item_popularity"),
+            ("user history length (train events)", "popularity of the less popular item"),
+            strict=True,
+        ):
             bins = stats[key]
             ax.bar(range(len(bins)), [b["activation"] for b in bins], color="tab:blue")
             ax.set_xticks(range(len(bins)), [f"{b['low']:.0f}-{b['high']:.0f}" for b in bins], rotation=30, fontsize=8)
@@ -102,10 +107,19 @@ def write_report(results: dict[str, Any], config: SLLMRConfig, out_dir: Path) ->
                     f"| {backbone} | {teacher} | {slice_name} | {r['pairs']} | {_f(r['teacher'], 3)} | "
                     f"{_f(r['backbone'], 3)} | {_f(r['popularity'], 3)} |"
                 )
-    lines += ["", "Teacher cost: " + "; ".join(
-        f"{t}: {v['users']} users, {v['pairs']} pairs, {v['seconds']:.0f} s" for t, v in results["teachers"].items()
-    ) + ".", "", "## Gate: AUC at predicting teacher correctness", "",
-        "| backbone/teacher or ablation | held-out AUC | train AUC |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        "Teacher cost: "
+        + "; ".join(
+            f"{t}: {v['users']} users, {v['pairs']} pairs, {v['seconds']:.0f} s" for t, v in results["teachers"].items()
+        )
+        + ".",
+        "",
+        "## Gate: AUC at predicting teacher correctness",
+        "",
+        "| backbone/teacher or ablation | held-out AUC | train AUC |",
+        "| --- | --- | --- |",
+    ]
     for key, g in results["gate"].items():
         lines.append(f"| {key} | {_f(g['auc_heldout'], 3)} | {_f(g['auc_train'], 3)} |")
     lines += ["", "## Gate activation", ""]
@@ -115,7 +129,9 @@ def write_report(results: dict[str, Any], config: SLLMRConfig, out_dir: Path) ->
         for key, bins in stats.items():
             lines.append(
                 f"- {backbone}, by {key}: "
-                + ", ".join(f"[{b['low']:.0f}, {b['high']:.0f}] {b['activation']:.2f} ({b['pairs']} pairs)" for b in bins)
+                + ", ".join(
+                    f"[{b['low']:.0f}, {b['high']:.0f}] {b['activation']:.2f} ({b['pairs']} pairs)" for b in bins
+                )
             )
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")

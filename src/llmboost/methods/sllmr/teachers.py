@@ -66,12 +66,6 @@ class Judgements:
 def item_texts(dataset: Any, fields: Sequence[str] = ("title",)) -> list[str]:
     """Text of every item id: the core's ``ItemText`` when available, else ``item_meta`` fields joined
     (MovieLens: "Title (year)")."""
-    try:
-        from llmboost.data.text import ItemText  # core-data
-
-        return list(ItemText.from_dataset(dataset, fields=tuple(fields)).texts)
-    except ImportError:
-        pass
     meta = dataset.item_meta
     present = [f for f in fields if f in meta.columns]
     if not present:
@@ -79,6 +73,12 @@ def item_texts(dataset: Any, fields: Sequence[str] = ("title",)) -> list[str]:
             f"dataset {dataset.name!r} has none of the item text fields {list(fields)}; "
             f"item_meta columns: {list(meta.columns)}"
         )
+    try:
+        from llmboost.data.text import ItemText  # core-data
+
+        return list(ItemText.from_dataset(dataset, fields=tuple(present)).texts)
+    except ImportError:
+        pass
     out = []
     for _, row in meta.iterrows():
         parts = []
@@ -151,7 +151,9 @@ def _user_key(user: int, items: np.ndarray) -> str:
     return f"u{int(user)}:" + ",".join(str(int(i)) for i in items if i >= 0)
 
 
-def pointwise_to_pairs(scores: list[np.ndarray], cands: Candidates, pairs: Pairs, temperature: float, name: str) -> Judgements:
+def pointwise_to_pairs(
+    scores: list[np.ndarray], cands: Candidates, pairs: Pairs, temperature: float, name: str
+) -> Judgements:
     """``p_ij = sigmoid((s_i - s_j) / T)`` from per-candidate scores (row-aligned with ``cands``)."""
     padded = np.full(cands.items.shape, np.nan)
     for r, s in enumerate(scores):
@@ -217,11 +219,13 @@ class LikelihoodTeacher(Teacher):
             out[_user_key(u, items)] = ChoiceRequest(prompt=prompt, choices=choices)
         return out
 
-    def judge(self, cands, pairs, train, texts, store, progress=False, compute=True) -> Judgements:  # noqa: ANN001
+    def judge(self, cands, pairs, train, texts, store, progress=False, compute=True) -> Judgements:
         check_texts(texts, cands.items, "candidate")
         reqs = self.requests(cands, train, texts)
         if compute:
-            run_job(self.model, store, self.version, reqs, self.batch_size, progress=progress, desc=f"teacher {self.name}")
+            run_job(
+                self.model, store, self.version, reqs, self.batch_size, progress=progress, desc=f"teacher {self.name}"
+            )
         vectors = read_vectors(store, self.model.fingerprint, self.version, list(reqs))
         if self.norm == "mean":
             tok = getattr(self.model, "tokenizer", None)
@@ -242,7 +246,12 @@ class ChoiceTeacher(Teacher):
     """Zero-shot A/B choice, both orders, position-debiased (PAIRWISE template)."""
 
     def __init__(
-        self, model: LanguageModel, name: str = "choice", max_history: int = 10, item_kind: str = "items", batch_size: int = 16
+        self,
+        model: LanguageModel,
+        name: str = "choice",
+        max_history: int = 10,
+        item_kind: str = "items",
+        batch_size: int = 16,
     ) -> None:
         self.model = model
         self.name = name
@@ -254,7 +263,7 @@ class ChoiceTeacher(Teacher):
     def version(self) -> str:
         return f"sllmr-choice@v1:{PAIRWISE.fingerprint}:h{self.max_history}:{self.item_kind}"
 
-    def judge(self, cands, pairs, train, texts, store, progress=False, compute=True) -> Judgements:  # noqa: ANN001
+    def judge(self, cands, pairs, train, texts, store, progress=False, compute=True) -> Judgements:
         check_texts(texts, cands.items, "candidate")
         histories = history_texts(train, cands.users, texts, self.max_history)
         reqs: dict[str, ChoiceRequest] = {}
@@ -263,12 +272,18 @@ class ChoiceTeacher(Teacher):
             u, a, b, r = int(pairs.user[k]), int(pairs.item_i[k]), int(pairs.item_j[k]), int(pairs.row[k])
             h = format_history(histories[r], None)
             kab, kba = f"u{u}:{a}>{b}", f"u{u}:{b}>{a}"
-            reqs[kab] = PAIRWISE.request(self.model, history=h, item_a=texts[a], item_b=texts[b], item_kind=self.item_kind)
-            reqs[kba] = PAIRWISE.request(self.model, history=h, item_a=texts[b], item_b=texts[a], item_kind=self.item_kind)
+            reqs[kab] = PAIRWISE.request(
+                self.model, history=h, item_a=texts[a], item_b=texts[b], item_kind=self.item_kind
+            )
+            reqs[kba] = PAIRWISE.request(
+                self.model, history=h, item_a=texts[b], item_b=texts[a], item_kind=self.item_kind
+            )
             keys_ab.append(kab)
             keys_ba.append(kba)
         if compute:
-            run_job(self.model, store, self.version, reqs, self.batch_size, progress=progress, desc=f"teacher {self.name}")
+            run_job(
+                self.model, store, self.version, reqs, self.batch_size, progress=progress, desc=f"teacher {self.name}"
+            )
         fp = self.model.fingerprint
         ab = np.array([v[0] - v[1] for v in read_vectors(store, fp, self.version, keys_ab)])
         ba = -np.array([v[0] - v[1] for v in read_vectors(store, fp, self.version, keys_ba)])
@@ -295,14 +310,16 @@ class EmbeddingTeacher(Teacher):
     def version(self) -> str:
         return f"sllmr-embedding@v1:h{self.max_history}"
 
-    def judge(self, cands, pairs, train, texts, store, progress=False, compute=True) -> Judgements:  # noqa: ANN001
+    def judge(self, cands, pairs, train, texts, store, progress=False, compute=True) -> Judgements:
         check_texts(texts, cands.items, "candidate")
         keys = [_user_key(u, cands.items[r]) for r, u in enumerate(cands.users)]
         todo = set(store.missing(self.fingerprint, self.version, keys)) if compute else set()
         if todo:
-            needed = np.unique(np.concatenate([cands.items[cands.items >= 0]] + [
-                train.history(int(u))[-self.max_history:] for u in cands.users
-            ]))
+            needed = np.unique(
+                np.concatenate(
+                    [cands.items[cands.items >= 0]] + [train.history(int(u))[-self.max_history :] for u in cands.users]
+                )
+            )
             check_texts(texts, needed, "history/candidate")
             vecs = encode_texts([texts[i] for i in needed], self.model, progress=progress)
             emb = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
@@ -311,7 +328,7 @@ class EmbeddingTeacher(Teacher):
             for r, u in enumerate(cands.users):
                 if keys[r] not in todo:
                     continue
-                profile = emb[train.history(int(u))[-self.max_history:]].mean(0)
+                profile = emb[train.history(int(u))[-self.max_history :]].mean(0)
                 profile /= max(float(np.linalg.norm(profile)), 1e-12)
                 items = cands.items[r][cands.items[r] >= 0]
                 values[keys[r]] = emb[items] @ profile
@@ -363,8 +380,14 @@ def finetune_likelihood_teacher(
 
     out_dir = Path(out_dir)
     record = out_dir / "users.json"
-    setting = {"model": model_setting, "users": [int(u) for u in users], "max_history": max_history,
-               "last_n": last_n, "max_steps": max_steps, "seed": seed}
+    setting = {
+        "model": model_setting,
+        "users": [int(u) for u in users],
+        "max_history": max_history,
+        "last_n": last_n,
+        "max_steps": max_steps,
+        "seed": seed,
+    }
     if (out_dir / "adapter_config.json").exists() and record.exists() and json.loads(record.read_text()) == setting:
         return out_dir
     examples = []
