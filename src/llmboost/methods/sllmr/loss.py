@@ -64,7 +64,9 @@ def pair_scores(model: Any, repr_: torch.Tensor, items: torch.Tensor) -> torch.T
         return model.pair_scores(repr_, items)
     net = model.network_
     table = net.item_factors.weight if model.name == "bprmf" else net.item_embedding.weight[1:]
-    return (table[items] * repr_.unsqueeze(1)).sum(-1)
+    if table.shape[0] * repr_.shape[0] <= 1 << 24:  # a matmul + gather beats gathering B x M vectors on CPU
+        return (repr_ @ table.T).gather(1, items)
+    return (F.embedding(items, table) * repr_.unsqueeze(1)).sum(-1)
 
 
 @torch.no_grad()
@@ -141,6 +143,8 @@ class SelectiveRegularizer(_LossTermBase):
         for name, arr in (("idx_i", idx_i), ("idx_j", idx_j), ("p", p), ("w", w), ("real", real), ("has", counts > 0)):
             t = torch.from_numpy(arr)
             self.register_buffer(name, t.float() if t.dtype == torch.float64 else t, persistent=False)
+        self.register_buffer("done", torch.zeros(n_users, dtype=torch.bool), persistent=False)
+        self._epoch = -1
         self.width = width
         self.activation_rate = float(np.mean(weight)) if len(weight) else 0.0
         self._legacy_users: dict[bytes, int] | None = None
@@ -152,6 +156,19 @@ class SelectiveRegularizer(_LossTermBase):
         if not bool(keep.any()):
             return repr_.sum() * 0.0
         users, repr_ = users[keep], repr_[keep]
+        # each user's pairs once per batch (BPR-MF batches repeat users): first row of every user
+        uniq, inverse = torch.unique(users, return_inverse=True)
+        first = torch.full((len(uniq),), len(users), dtype=torch.long, device=users.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(users), device=users.device), "amin")
+        # ... and once per epoch: users already regularized this epoch are skipped
+        if epoch != self._epoch or bool(self.done[self.has].all()):
+            self.done.zero_()
+            self._epoch = epoch
+        fresh = ~self.done[uniq]
+        if not bool(fresh.any()):
+            return repr_.sum() * 0.0
+        users, repr_ = uniq[fresh], repr_[first[fresh]]
+        self.done[users] = True
         items = torch.cat([self.idx_i[users], self.idx_j[users]], dim=1)
         s = pair_scores(model, repr_, items)
         d = s[:, : self.width] - s[:, self.width :]
@@ -165,7 +182,7 @@ class SelectiveRegularizer(_LossTermBase):
     # -------------------------------------------------------------- before core-models' TrainBatch
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if len(args) == 2 and not kwargs and hasattr(args[0], "network_") and not hasattr(args[1], "user_repr"):
-            return super().__call__(self._legacy_batch(args[0], args[1]), args[0])
+            return super().__call__(self._legacy_batch(args[0], args[1]), args[0], -1)
         return super().__call__(*args, **kwargs)
 
     def _legacy_batch(self, model: Any, batch: Any) -> Any:
