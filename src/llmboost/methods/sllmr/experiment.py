@@ -232,8 +232,11 @@ def variant_weights(
     w = base["weight"]
     if variant == "global":
         return np.ones_like(w)
-    if variant == "random":
-        return np.random.default_rng(seed + 1000).permutation(w)
+    if variant == "random":  # the learned weights shuffled over the regularization pairs: same activation rate
+        w = w.copy()
+        reg = ~pairs.labelled
+        w[reg] = np.random.default_rng(seed + 1000).permutation(w[reg])
+        return w
     if variant == "oracle":
         t = test_item[pairs.user]
         right_i = (pairs.item_i == t) & (prob > 0.5)
