@@ -42,7 +42,7 @@ class ItemLovingModel:
                 out.append(np.array([-len(c) / 10.0 - 0.01 for c in r.choices]))
         return out
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, temperature: float = 0.0, stop=None):  # noqa: ANN001
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, temperature: float = 0.0, stop=None):
         return ["" for _ in prompts]
 
 

@@ -35,9 +35,19 @@ def test_run_experiment_end_to_end_and_resume(ml_small, tmp_path):
     with FakeOpenAIServer() as srv:
         cfg = load_config(
             None,
-            [f"source={path}", "teacher=served", "teachers=[served]", f"served_model={srv.url}", "epochs=3",
-             "seeds=[0,1,2]", "variants=[backbone,selective,global,random,oracle]", "llm_users=60",
-             "n_candidates=3", "gate.epochs=50", "gate.mc_samples=2"],
+            [
+                f"source={path}",
+                "teacher=served",
+                "teachers=[served]",
+                f"served_model={srv.url}",
+                "epochs=3",
+                "seeds=[0,1,2]",
+                "variants=[backbone,selective,global,random,oracle]",
+                "llm_users=60",
+                "n_candidates=3",
+                "gate.epochs=50",
+                "gate.mc_samples=2",
+            ],
         )
         results = run_experiment(cfg, out, progress=False)
         report = (out / "report.md").read_text()

@@ -30,10 +30,10 @@ def test_feature_registry_plugs_in_new_features():
     pairs = Pairs(*(np.zeros(n, dtype=np.int64) for _ in range(6)), np.zeros(n, dtype=bool))
 
     class _Train:
-        def user_counts(self):  # noqa: ANN202
+        def user_counts(self):
             return np.array([9])
 
-        def item_counts(self):  # noqa: ANN202
+        def item_counts(self):
             return np.array([3])
 
     ctx = FeatureContext(pairs, Judgements(np.linspace(0, 1, n), np.ones(n), "t"), _Train(), np.zeros(n), np.zeros(n))
@@ -56,7 +56,9 @@ def _term(split, n_pairs=300, weight=1.0, seed=0, target="soft", lam=1.0):
     rng = np.random.default_rng(seed)
     u = rng.integers(0, split.n_users, n_pairs)
     i, j = rng.integers(0, split.n_items, n_pairs), rng.integers(0, split.n_items, n_pairs)
-    return SelectiveRegularizer(split.n_users, u, i, j, np.ones(n_pairs), np.full(n_pairs, weight), lam=lam, target=target), (u, i, j)
+    return SelectiveRegularizer(
+        split.n_users, u, i, j, np.ones(n_pairs), np.full(n_pairs, weight), lam=lam, target=target
+    ), (u, i, j)
 
 
 @pytest.mark.realdata
@@ -70,8 +72,9 @@ def test_regularizer_trains_backbone_towards_teacher_at_zero_inference_cost(ml_s
     regular = build(name, **params)
     regular.add_loss_term(term)
     regular.fit(split.train)
+
     # the teacher says i > j on every pair: the regularized model agrees more often than the plain one
-    def agree(m):  # noqa: ANN001, ANN202
+    def agree(m):
         margin, _ = backbone_pair_stats(m, u, i, j, mc_samples=2)
         return float(np.mean(margin > 0))
 
@@ -82,7 +85,7 @@ def test_regularizer_trains_backbone_towards_teacher_at_zero_inference_cost(ml_s
     assert n[0] == n[1]
     users = np.arange(split.n_users)
 
-    def latency(m):  # noqa: ANN001, ANN202
+    def latency(m):
         times = []
         for _ in range(7):
             t = time.perf_counter()
@@ -107,4 +110,6 @@ def test_closed_gate_means_no_regularization_and_gradient_reaches_backbone(ml_sm
         loss.backward()
         assert float(loss) > 0 and model.network_.item_factors.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="NaN"):
-        SelectiveRegularizer(split.n_users, np.zeros(1, int), np.zeros(1, int), np.ones(1, int), np.array([np.nan]), np.ones(1))
+        SelectiveRegularizer(
+            split.n_users, np.zeros(1, int), np.zeros(1, int), np.ones(1, int), np.array([np.nan]), np.ones(1)
+        )

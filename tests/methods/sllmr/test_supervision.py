@@ -29,7 +29,7 @@ def _setup(ml_small, n_top: int = 4, n_users: int = 12):
 
 
 def test_candidates_and_pairs(ml_small):
-    dataset, split, cands, pairs = _setup(ml_small)
+    _dataset, split, cands, pairs = _setup(ml_small)
     n = (cands.items >= 0).sum(1)  # the positive may also be a top-N item: then the row has one fewer
     assert len(pairs) == int((n * (n - 1) // 2).sum())  # N candidates -> N(N-1)/2 pairs
     assert ((cands.role == POSITIVE).sum(1) == 1).all() and ((cands.role == NEGATIVE).sum(1) == 1).all()
@@ -66,7 +66,9 @@ def test_likelihood_teacher_scores_once_resumes_and_rejects_foreign_store(ml_sma
 def test_choice_teacher_debiases_both_orders(ml_small, fake_llm, tmp_path):
     dataset, split, cands, pairs = _setup(ml_small, n_top=2, n_users=4)
     texts = item_texts(dataset, ["title"])
-    j = ChoiceTeacher(fake_llm, max_history=5).judge(cands, pairs, split.train, texts, ScoreStore(tmp_path / "s.sqlite"))
+    j = ChoiceTeacher(fake_llm, max_history=5).judge(
+        cands, pairs, split.train, texts, ScoreStore(tmp_path / "s.sqlite")
+    )
     assert fake_llm.calls == 2 * len(pairs)  # both orders
     first = np.array([texts[a] < texts[b] for a, b in zip(pairs.item_i, pairs.item_j, strict=True)])
     # the +2 bias towards slot A cancels: the preferred item wins whatever its slot

@@ -68,7 +68,8 @@ def write_report(results: dict[str, Any], config: SLLMRConfig, out_dir: Path) ->
         "",
         "## Test metrics (mean ± std over seeds, full ranking)",
         "",
-        "| backbone/variant | NDCG@10 | Recall@10 | AUC | cold NDCG@10 | cold Recall@10 | tail NDCG@10 | tail Recall@10 | act. rate | s/epoch |",
+        "| backbone/variant | NDCG@10 | Recall@10 | AUC | cold NDCG@10 | cold Recall@10 | tail NDCG@10 "
+        "| tail Recall@10 | act. rate | s/epoch |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, stats in results["aggregate"].items():
@@ -76,7 +77,8 @@ def write_report(results: dict[str, Any], config: SLLMRConfig, out_dir: Path) ->
             f"| {key} | {_ms(stats, 'NDCG@10')} | {_ms(stats, 'Recall@10')} | {_ms(stats, 'AUC')} | "
             f"{_ms(stats, 'cold_users/NDCG@10')} | {_ms(stats, 'cold_users/Recall@10')} | "
             f"{_ms(stats, 'long_tail/NDCG@10')} | {_ms(stats, 'long_tail/Recall@10')} | "
-            f"{_f(stats.get('activation_rate', {}).get('mean'), 3)} | {_f(stats.get('seconds_per_epoch', {}).get('mean'), 3)} |"
+            f"{_f(stats.get('activation_rate', {}).get('mean'), 3)} | "
+            f"{_f(stats.get('seconds_per_epoch', {}).get('mean'), 3)} |"
         )
     lines += [
         "",
