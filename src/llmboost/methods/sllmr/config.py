@@ -100,7 +100,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "n_candidates": 4,
         "variants": ["backbone", "selective", "global", "random", "oracle"],
         "backbones": ["bprmf"],
-        "epochs": 60,
+        "epochs": 20,
         "gate": {"epochs": 200},
     },
     "cpu": {
