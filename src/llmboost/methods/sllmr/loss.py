@@ -161,7 +161,7 @@ class SelectiveRegularizer(_LossTermBase):
         first = torch.full((len(uniq),), len(users), dtype=torch.long, device=users.device)
         first = first.scatter_reduce(0, inverse, torch.arange(len(users), device=users.device), "amin")
         # ... and once per epoch: users already regularized this epoch are skipped
-        if epoch != self._epoch or bool(self.done[self.has].all()):
+        if epoch != self._epoch:
             self.done.zero_()
             self._epoch = epoch
         fresh = ~self.done[uniq]
@@ -182,7 +182,7 @@ class SelectiveRegularizer(_LossTermBase):
     # -------------------------------------------------------------- before core-models' TrainBatch
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if len(args) == 2 and not kwargs and hasattr(args[0], "network_") and not hasattr(args[1], "user_repr"):
-            return super().__call__(self._legacy_batch(args[0], args[1]), args[0], -1)
+            return super().__call__(self._legacy_batch(args[0], args[1]), args[0], len(getattr(args[0], "history_", [])))
         return super().__call__(*args, **kwargs)
 
     def _legacy_batch(self, model: Any, batch: Any) -> Any:
