@@ -67,3 +67,14 @@ def test_run_experiment_end_to_end_and_resume(ml_small, tmp_path):
         again = run_experiment(cfg, out, progress=False)
         assert (out / "runs/bprmf/selective/seed-0/summary.json").stat().st_mtime_ns == stamp
         assert again["aggregate"] == results["aggregate"]
+
+
+def test_cli_reports_bad_configuration_cleanly():
+    from click.testing import CliRunner
+
+    from llmboost.cli import main
+
+    result = CliRunner().invoke(main, ["sllmr", "run", "nonexistent-preset"])
+    assert result.exit_code != 0 and "neither a preset" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["sllmr", "run", "quick", "lam=oops"])
+    assert result.exit_code != 0 and "lam" in result.output

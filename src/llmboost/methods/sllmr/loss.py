@@ -59,13 +59,20 @@ def user_repr(model: Any, users: np.ndarray, history: Interactions | None = None
 
 
 def pair_scores(model: Any, repr_: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Differentiable scores ``(B, M)`` of ``items`` for each representation (core ``pair_scores`` when present)."""
-    if hasattr(model, "pair_scores"):
+    """Differentiable scores ``(B, M)`` of ``items`` for each representation: one matmul against the backbone's
+    item table (core ``item_repr``) and a gather when that is small (faster on CPU than gathering B x M
+    vectors), else the core ``pair_scores``."""
+    if hasattr(model, "item_repr"):
+        table = model.item_repr()
+    elif hasattr(model, "pair_scores"):
         return model.pair_scores(repr_, items)
-    net = model.network_
-    table = net.item_factors.weight if model.name == "bprmf" else net.item_embedding.weight[1:]
+    else:
+        net = model.network_
+        table = net.item_factors.weight if model.name == "bprmf" else net.item_embedding.weight[1:]
     if table.shape[0] * repr_.shape[0] <= 1 << 24:  # a matmul + gather beats gathering B x M vectors on CPU
         return (repr_ @ table.T).gather(1, items)
+    if hasattr(model, "pair_scores"):
+        return model.pair_scores(repr_, items)
     return (F.embedding(items, table) * repr_.unsqueeze(1)).sum(-1)
 
 
@@ -182,7 +189,8 @@ class SelectiveRegularizer(_LossTermBase):
     # -------------------------------------------------------------- before core-models' TrainBatch
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if len(args) == 2 and not kwargs and hasattr(args[0], "network_") and not hasattr(args[1], "user_repr"):
-            return super().__call__(self._legacy_batch(args[0], args[1]), args[0], len(getattr(args[0], "history_", [])))
+            epoch = len(getattr(args[0], "history_", []))  # epochs finished so far = this epoch's number
+            return super().__call__(self._legacy_batch(args[0], args[1]), args[0], epoch)
         return super().__call__(*args, **kwargs)
 
     def _legacy_batch(self, model: Any, batch: Any) -> Any:
