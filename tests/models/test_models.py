@@ -109,3 +109,13 @@ def test_loss_terms_are_added(cyclic_split) -> None:
     model = SASRec(hidden=16, layers=1, heads=1, epochs=1, max_len=10, progress=False).add_loss_term(term)
     model.fit(cyclic_split.train)
     assert len(calls) > 0 and len(model.history_) == 1
+
+
+def test_load_of_an_unknown_model_names_the_known_ones(tmp_path) -> None:
+    path = tmp_path / "odd.pt"
+    torch.save({"model": "gru4rec", "params": {}, "state": {}}, path)
+    with pytest.raises(ValueError, match=r"'gru4rec'.*not registered.*known models: \[.*'bprmf'.*'sasrec'"):
+        Recommender.load(path)
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a model file"):
+        Recommender.load(path)

@@ -4,6 +4,16 @@ from llmboost.models.base import REGISTRY, Recommender, build
 from llmboost.models.mf import BPRMF
 from llmboost.models.popularity import MostPopular
 from llmboost.models.sasrec import SASRec
-from llmboost.models.training import TorchRecommender
+from llmboost.models.training import LossTerm, TorchRecommender, TrainBatch
 
-__all__ = ["BPRMF", "REGISTRY", "MostPopular", "Recommender", "SASRec", "TorchRecommender", "build"]
+__all__ = [
+    "BPRMF",
+    "REGISTRY",
+    "LossTerm",
+    "MostPopular",
+    "Recommender",
+    "SASRec",
+    "TorchRecommender",
+    "TrainBatch",
+    "build",
+]

@@ -23,6 +23,9 @@ class Recommender(ABC):
     """Base class: hyperparameters in the constructor, ``fit`` returns self, learned state ends in ``_``."""
 
     name: ClassVar[str]
+    ranks_only: ClassVar[bool] = False
+    """True for models that return top-K lists but cannot score the whole catalog (e.g. generative
+    recommenders): they implement :meth:`recommend` only, and evaluation ranks their lists."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -34,11 +37,12 @@ class Recommender(ABC):
     def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
         """Learn from ``train``; ``valid`` (if given) drives early stopping."""
 
-    @abstractmethod
     def score(
         self, users: np.ndarray, items: np.ndarray | None = None, history: Interactions | None = None
     ) -> torch.Tensor:
-        """Scores (len(users) x len(items), or x n_items when ``items`` is None); higher is better."""
+        """Scores (len(users) x len(items), or x n_items when ``items`` is None); higher is better.
+        Every model implements this except ``ranks_only`` ones."""
+        raise NotImplementedError(f"{type(self).__name__} ranks only (ranks_only=True): use recommend()")
 
     def recommend(
         self,
@@ -81,6 +85,13 @@ class Recommender(ABC):
     def load(cls, path: str | Path) -> Recommender:
         """Read a model written by :meth:`save` (safely: ``weights_only=True``)."""
         blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or "model" not in blob:
+            raise ValueError(f"{path} is not a model file written by Recommender.save (no 'model' entry)")
+        if blob["model"] not in REGISTRY:
+            raise ValueError(
+                f"{path} holds a model named {blob['model']!r}, which is not registered; known models: "
+                f"{sorted(REGISTRY)} (import the module that defines it before loading)"
+            )
         model_cls = REGISTRY[blob["model"]]
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise TypeError(f"{path} holds a {blob['model']} model, not {cls.__name__}")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmboost.data.interactions import Interactions
-from llmboost.models.training import TorchRecommender
+from llmboost.models.training import TorchRecommender, TrainBatch
 
 
 class BPRMF(TorchRecommender):
@@ -66,22 +66,27 @@ class BPRMF(TorchRecommender):
         for rows in order.split(self.batch_size):
             yield tuple(t.to(self.device) for t in (self._users[rows], self._positives[rows], negatives[rows]))
 
-    def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        u, i, j = batch
-        p, q_i, q_j = self.network_.user_factors(u), self.network_.item_factors(i), self.network_.item_factors(j)
+    def _forward(self, batch: tuple[torch.Tensor, ...]) -> TrainBatch:
+        users, positives, negatives = batch
+        return TrainBatch(users, positives, negatives, self.network_.user_factors(users))
+
+    def _loss(self, batch: TrainBatch) -> torch.Tensor:
+        p = batch.user_repr
+        q_i, q_j = self.network_.item_factors(batch.pos_items), self.network_.item_factors(batch.neg_items)
         margin = (p * (q_i - q_j)).sum(-1)
         penalty = p.pow(2).sum(-1) + q_i.pow(2).sum(-1) + q_j.pow(2).sum(-1)
         return -F.logsigmoid(margin).mean() + self.reg * penalty.mean()
 
-    @torch.no_grad()
-    def score(
-        self, users: np.ndarray, items: np.ndarray | None = None, history: Interactions | None = None
-    ) -> torch.Tensor:
-        p = self.network_.user_factors.weight[torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)]
-        q = self.network_.item_factors.weight
-        if items is not None:
-            q = q[torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)]
-        return (p @ q.T).cpu()
+    # ------------------------------------------------------------------ prediction
+    def user_repr(self, users: np.ndarray, history: Interactions | None = None, train: bool = False) -> torch.Tensor:
+        """The user factors ``p_u`` (``history`` and ``train`` change nothing for MF)."""
+        return self.network_.user_factors(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device))
+
+    def item_repr(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The item factors ``q_i``."""
+        if items is None:
+            return self.network_.item_factors.weight
+        return self.network_.item_factors(torch.as_tensor(items, device=self.device))
 
 
 class MatrixFactorization(nn.Module):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmboost.data.interactions import Interactions, segment_offsets
-from llmboost.models.training import TorchRecommender
+from llmboost.models.training import TorchRecommender, TrainBatch
 
 
 class SASRec(TorchRecommender):
@@ -61,11 +61,14 @@ class SASRec(TorchRecommender):
     def _build(self, train: Interactions) -> nn.Module:
         return SASRecNetwork(train.n_items, self.hidden, self.layers, self.heads, self.dropout, self.max_len)
 
-    def _batches(self, train: Interactions, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of (input, target) windows: each user's last ``max_len + 1`` training items,
+    def _batches(
+        self, train: Interactions, rng: np.random.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Batches of (users, input, target) windows: each user's last ``max_len + 1`` training items,
         shifted by one, bucketed by length so little padding is computed."""
         if not hasattr(self, "_windows") or self._windows_source is not train:
             users = np.flatnonzero(train.user_counts() >= 2)
+            self._window_users = torch.from_numpy(users.astype(np.int64))
             self._windows = _left_padded(train, users, self.max_len + 1)
             self._window_lengths = np.minimum(train.user_counts()[users], self.max_len + 1)
             self._windows_source = train
@@ -80,14 +83,26 @@ class SASRec(TorchRecommender):
             rows = batches[index]
             width = int(self._window_lengths[rows].max())
             window = torch.from_numpy(self._windows[rows, -width:]).to(self.device)
-            yield window[:, :-1], window[:, 1:]
+            yield self._window_users[rows].to(self.device), window[:, :-1], window[:, 1:]
 
-    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        inputs, targets = batch
+    def _forward(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> TrainBatch:
+        """One pass over the input windows; ``user_repr`` is the hidden state at the last position (the
+        one that predicts the user's last training item, ``pos_items``)."""
+        users, inputs, targets = batch
         hidden = self.network_(inputs)
-        real = targets > 0
-        hidden, targets = hidden[real], targets[real] - 1  # only real positions reach the output layer
-        items = self.network_.item_embedding.weight[1:]
+        return TrainBatch(
+            users=users,
+            pos_items=targets[:, -1] - 1,
+            neg_items=None,
+            user_repr=hidden[:, -1],
+            extra={"hidden": hidden, "targets": targets - 1},
+        )
+
+    def _loss(self, batch: TrainBatch) -> torch.Tensor:
+        hidden, targets = batch.extra["hidden"], batch.extra["targets"]
+        real = targets >= 0
+        hidden, targets = hidden[real], targets[real]  # only real positions reach the output layer
+        items = self.item_repr()
         if self.loss == "ce":
             return F.cross_entropy(hidden @ items.T, targets)
         negatives = torch.randint(0, items.shape[0], (self.n_negatives,), device=hidden.device)
@@ -98,20 +113,26 @@ class SASRec(TorchRecommender):
         return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device))
 
     # ------------------------------------------------------------------ prediction
-    @torch.no_grad()
-    def score(
-        self, users: np.ndarray, items: np.ndarray | None = None, history: Interactions | None = None
-    ) -> torch.Tensor:
+    def user_repr(self, users: np.ndarray, history: Interactions | None = None, train: bool = False) -> torch.Tensor:
+        """The hidden state after each user's last ``max_len`` items of ``history`` (default: training)."""
         history = self.train_ if history is None else history
         users = np.asarray(users, dtype=np.int64)
-        sequences = torch.from_numpy(_left_padded(history, users, self.max_len)).to(self.device)
-        width = max(1, int((sequences > 0).sum(1).max()))
-        self.network_.eval()
-        last = self.network_(sequences[:, -width:])[:, -1]
-        weights = self.network_.item_embedding.weight[1:]
-        if items is not None:
-            weights = weights[torch.as_tensor(items, device=self.device)]
-        return (last @ weights.T).cpu()
+        padded = _left_padded(history, users, self.max_len)
+        width = max(1, int((padded > 0).sum(1).max(initial=0)))
+        sequences = torch.from_numpy(padded[:, -width:]).to(self.device)
+        was_training = self.network_.training
+        self.network_.train(train)
+        try:
+            return self.network_(sequences)[:, -1]
+        finally:
+            self.network_.train(was_training)
+
+    def item_repr(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The (shared input/output) item embeddings; row 0 of the table is padding and never returned."""
+        table = self.network_.item_embedding.weight
+        if items is None:
+            return table[1:]
+        return self.network_.item_embedding(torch.as_tensor(items, device=self.device) + 1)
 
 
 class SASRecNetwork(nn.Module):
