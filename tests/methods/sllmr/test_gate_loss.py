@@ -108,7 +108,7 @@ def test_closed_gate_means_no_regularization_and_gradient_reaches_backbone(ml_sm
         model.network_.zero_grad()
         loss = open_(model, batch)
         loss.backward()
-        assert float(loss) > 0 and model.network_.item_factors.weight.grad.abs().sum() > 0
+        assert float(loss.detach()) > 0 and model.network_.item_factors.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="NaN"):
         SelectiveRegularizer(
             split.n_users, np.zeros(1, int), np.zeros(1, int), np.ones(1, int), np.array([np.nan]), np.ones(1)
