@@ -33,7 +33,10 @@ def top_k_rows(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k_eff = min(k, n_cols)
     if k_eff == 0:
         return np.full((n_rows, k), -1, np.int64), np.zeros((n_rows, k), np.float32)
-    part = np.argpartition(-sim, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n_cols else np.tile(np.arange(n_cols), (n_rows, 1))
+    if k_eff < n_cols:
+        part = np.argpartition(-sim, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        part = np.tile(np.arange(n_cols), (n_rows, 1))
     vals = np.take_along_axis(sim, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
     ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
