@@ -112,3 +112,52 @@ def test_plot_writes_pngs(saved_dataset: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0
     for name in ("curves.png", "slices.png"):
         assert (tmp_path / "run" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _write_user_csv(path: Path) -> Path:
+    """A table as a user exports it: snake_case ids, ISO dates, a rating, an extra column."""
+    rows = ["user_id,item_id,rating,timestamp,device"]
+    for u in range(12):
+        for k in range(6):
+            rows.append(f"user{u},item{(u + k) % 9},{1 + (u + k) % 5},2024-03-{1 + k:02d}T10:{u:02d}:00Z,web")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_users_own_csv_through_the_data_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMBOOST_CACHE", str(tmp_path / "cache"))
+    csv = _write_user_csv(tmp_path / "my_events.csv")
+    described = _invoke("data", "describe", str(csv))
+    assert described.exit_code == 0, described.output
+    stats = json.loads(described.output)
+    assert (stats["users"], stats["items"], stats["interactions"]) == (12, 9, 72) and stats["has_ratings"]
+    assert stats["timestamp_range"] == [1709287200, 1709719860]  # 2024-03-01T10:00Z .. 2024-03-06T10:11Z
+
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(csv.read_text().replace("user_id,item_id,rating,timestamp", "who,what,stars,when"))
+    failed = CliRunner().invoke(main, ["data", "describe", str(renamed)])
+    assert failed.exit_code == 1 and "no user column" in failed.output and "--columns user=COLUMN" in failed.output
+    named = _invoke("data", "describe", str(renamed), "--columns", "user=who,item=what,timestamp=when,rating=stars")
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.output)["fingerprint"] == stats["fingerprint"]
+
+    assert _invoke("data", "convert", str(renamed), str(tmp_path / "conv"), "--columns", "user=who,item=what,"
+                   "timestamp=when,rating=stars").exit_code == 0
+    split = _invoke("data", "split", str(csv), str(tmp_path / "split"), "--columns", "rating=")
+    assert split.exit_code == 0, split.output
+    assert json.loads(split.output)["test_events"] == 12
+    bad = CliRunner().invoke(main, ["data", "describe", str(csv), "--columns", "usr=x"])
+    assert bad.exit_code == 1 and "unknown role 'usr'" in bad.output
+
+
+def test_train_on_own_csv_with_columns_in_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMBOOST_CACHE", str(tmp_path / "cache"))
+    csv = tmp_path / "renamed.csv"
+    csv.write_text(_write_user_csv(tmp_path / "e.csv").read_text().replace("user_id,item_id", "who,what"))
+    result = _invoke(
+        "train", f"data.source={csv}", "data.columns={user: who, item: what}", f"output_dir={tmp_path}",
+        "name=own", "model.name=popular", "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "own" / "run.json").read_text())
+    assert record["dataset"]["users"] == 12 and record["config"]["data"]["columns"] == {"user": "who", "item": "what"}

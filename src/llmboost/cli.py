@@ -45,30 +45,46 @@ def data() -> None:
     """Inspect, convert and split datasets."""
 
 
-def _load(source: str, fmt: str | None):
+def _load(source: str, fmt: str | None, columns: str | None = None):
     from llmboost.data import load_dataset
+    from llmboost.data.loaders import column_options
 
     try:
-        return load_dataset(source, format=fmt)
+        return load_dataset(source, format=fmt, **column_options(columns))
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
+_format_option = click.option(
+    "--format", "fmt", default=None, help="Loader to use (guessed from the files when omitted)."
+)
+_columns_option = click.option(
+    "--columns",
+    default=None,
+    metavar="ROLE=COL,...",
+    help="Columns of a CSV/TSV/Parquet table, e.g. user=customer,item=sku,timestamp=when,rating= "
+    "(empty: none). Unnamed ones are recognised: user_id, userId, reviewerID, item_id, movieId, asin, "
+    "timestamp, unixReviewTime, date, rating, overall, ...",
+)
+
+
 @data.command("describe")
 @click.argument("source")
-@click.option("--format", "fmt", default=None, help="Loader to use (guessed from the files when omitted).")
-def data_describe(source: str, fmt: str | None) -> None:
+@_format_option
+@_columns_option
+def data_describe(source: str, fmt: str | None, columns: str | None) -> None:
     """Print statistics of SOURCE (a built-in dataset name, a folder or a file) as JSON."""
-    click.echo(json.dumps(_load(source, fmt).describe(), indent=2))
+    click.echo(json.dumps(_load(source, fmt, columns).describe(), indent=2))
 
 
 @data.command("convert")
 @click.argument("source")
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--format", "fmt", default=None, help="Loader to use (guessed from the files when omitted).")
-def data_convert(source: str, output: Path, fmt: str | None) -> None:
+@_format_option
+@_columns_option
+def data_convert(source: str, output: Path, fmt: str | None, columns: str | None) -> None:
     """Parse SOURCE and write it to OUTPUT as llmboost's Parquet dataset folder."""
-    dataset = _load(source, fmt)
+    dataset = _load(source, fmt, columns)
     dataset.save(output)
     click.echo(f"wrote {dataset!r} to {output}")
 
@@ -76,7 +92,8 @@ def data_convert(source: str, output: Path, fmt: str | None) -> None:
 @data.command("split")
 @click.argument("source")
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--format", "fmt", default=None, help="Loader to use (guessed from the files when omitted).")
+@_format_option
+@_columns_option
 @click.option(
     "--strategy", type=click.Choice(["leave_one_out", "temporal", "random"]), default="leave_one_out", show_default=True
 )
@@ -85,14 +102,14 @@ def data_convert(source: str, output: Path, fmt: str | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="random only.")
 @click.option("--kcore", type=int, default=0, show_default=True, help="Apply a k-core filter first (0 = off).")
 def data_split(
-    source: str, output: Path, fmt: str | None, strategy: str, valid_fraction: float, test_fraction: float,
-    seed: int, kcore: int,
+    source: str, output: Path, fmt: str | None, columns: str | None, strategy: str, valid_fraction: float,
+    test_fraction: float, seed: int, kcore: int,
 ) -> None:
     """Split SOURCE into train/valid/test Parquet files in OUTPUT."""
     from llmboost.data.filters import kcore as kcore_filter
     from llmboost.splitting import split_dataset
 
-    dataset = _load(source, fmt)
+    dataset = _load(source, fmt, columns)
     if kcore:
         dataset = kcore_filter(dataset, kcore, kcore)
     options: dict[str, object] = {}

@@ -28,6 +28,7 @@ class DataConfig:
 
     source: str = "movielens-100k"  #: built-in name or path to a file/folder
     format: str | None = None  #: loader to use; guessed from the files when None
+    columns: dict[str, str | None] = field(default_factory=dict)  #: table columns {user,item,timestamp,rating: name}
     min_rating: float | None = None  #: keep only events rated at least this
     kcore: int = 0  #: keep the k-core (every user and item with >= k events); 0 = off
 

@@ -43,8 +43,10 @@ def prepare(config: RunConfig) -> Experiment:
     """Load, filter and split the data named by ``config``, and compute the slices."""
     from llmboost.data import load_dataset
     from llmboost.data.filters import kcore, min_rating
+    from llmboost.data.loaders import column_options
 
-    dataset = load_dataset(config.data.source, format=config.data.format)
+    columns = column_options(config.data.columns)
+    dataset = load_dataset(config.data.source, format=config.data.format, **columns)
     if config.data.min_rating is not None:
         dataset = min_rating(dataset, config.data.min_rating)
     if config.data.kcore:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from llmboost.data import DataFormatError, Dataset, DatasetNotFoundError
@@ -644,3 +645,119 @@ def test_real_amazon_scientific(shared_datasets: Path) -> None:
     tail = [asins[i] for i in row["item_id_list:token_seq"].split()] + [asins[row["item_id:token"]]]
     user = dict(zip(user_map[1], user_map[0], strict=True))[row["user_id:token"]]
     assert history_ids(ds, user)[-len(tail) :] == tail
+
+
+# ---------------------------------------------------------------------------------------- own tables
+@pytest.mark.parametrize(
+    ("header", "row"),
+    [
+        ("user_id,item_id,rating,timestamp", "u{u},i{i},4,{t}"),
+        ("userId,movieId,rating,timestamp", "u{u},i{i},4,{t}"),
+        ("reviewerID,asin,overall,unixReviewTime", "u{u},i{i},4,{t}"),
+        ("User ID,Item-ID,Stars,Time", "u{u},i{i},4,{t}"),
+    ],
+)
+def test_table_columns_recognised_by_common_names(tmp_path: Path, header: str, row: str) -> None:
+    lines = [row.format(u=u, i=i, t=10 * u + i) for u in range(3) for i in range(4)]
+    write(tmp_path / "events.csv", header + "\n" + "\n".join(reversed(lines)) + "\n")
+    ds = load_path(tmp_path / "events.csv")
+    assert (ds.n_users, ds.n_items, len(ds.interactions)) == (3, 4, 12)
+    assert history_ids(ds, "u1") == ["i0", "i1", "i2", "i3"]  # ordered by the recognised timestamp
+    assert ds.has_ratings
+
+
+def test_table_named_columns_override_recognition_and_none_disables(tmp_path: Path) -> None:
+    write(tmp_path / "e.csv", "user_id,customer,sku,rating,when\nx,a,p,5,3\nx,a,q,1,2\nx,b,p,2,1\n")
+    ds = load_table(tmp_path / "e.csv", user="customer", item="sku", timestamp="when", rating=None)
+    assert sorted(ds.users.ids) == ["a", "b"] and not ds.has_ratings
+    assert history_ids(ds, "a") == ["q", "p"]
+    positions = load_table(tmp_path / "e.csv", user="customer", item="sku", timestamp=None)
+    assert history_ids(positions, "a") == ["p", "q"]
+    assert any("no timestamp column" in line for line in positions.log)
+
+
+def test_table_without_a_recognisable_user_column_says_how_to_name_it(tmp_path: Path) -> None:
+    write(tmp_path / "e.csv", "who,item_id\na,1\n")
+    with pytest.raises(DataFormatError) as err:
+        load_table(tmp_path / "e.csv")
+    assert (err.value.line, err.value.field) == (1, "user")
+    assert "found columns ['who', 'item_id']" in str(err.value) and "--columns user=COLUMN" in str(err.value)
+
+
+def test_column_names_for_a_layout_that_is_not_a_table(tmp_path: Path) -> None:
+    write(tmp_path / "p5" / "user_sequence.txt", "A x y\n")
+    with pytest.raises(ValueError, match="apply to CSV/TSV/Parquet tables"):
+        load_path(tmp_path / "p5", user="uid")
+
+
+def test_column_options_parsing() -> None:
+    from llmboost.data.loaders import column_options
+
+    assert column_options("user=customer, item=sku,timestamp=,rating=none") == {
+        "user": "customer", "item": "sku", "timestamp": None, "rating": None,
+    }  # fmt: skip
+    assert column_options({"item": "asin"}) == {"item": "asin"}
+    with pytest.raises(ValueError, match="unknown role 'usr'"):
+        column_options("usr=x")
+    with pytest.raises(ValueError, match="ROLE=COLUMN"):
+        column_options("user")
+    with pytest.raises(ValueError, match="user column cannot be none"):
+        column_options({"user": None})
+
+
+# ---------------------------------------------------------------------------------------- ISO 8601 times
+def test_iso_8601_timestamps_in_csv(tmp_path: Path) -> None:
+    write(
+        tmp_path / "e.csv",
+        "user_id,item_id,date\n"
+        "a,x,2020-01-02\n"
+        "a,y,2020-01-01T12:00:00Z\n"
+        "a,z,2020-01-01 13:00:00+02:00\n"
+        "b,x,1577836800\n"
+        "b,y,2020-01-01T00:00:00.750\n",
+    )
+    ds = load_path(tmp_path / "e.csv")
+    assert history_ids(ds, "a") == ["z", "y", "x"]
+    ts = ds.interactions.timestamps.tolist()  # rows: user a's events in time order, then user b's
+    assert ts[:3] == [1577876400, 1577880000, 1577923200]  # +02:00 honoured; no offset: UTC
+    assert ts[3:] == [1577836800, 1577836800]  # a number stays a number; fractions of a second truncated
+
+
+def test_bad_iso_timestamp_names_file_line_field(tmp_path: Path) -> None:
+    write(tmp_path / "e.csv", "user_id,item_id,timestamp\na,x,2020-01-02\na,y,2020-13-45\n")
+    with pytest.raises(DataFormatError) as err:
+        load_path(tmp_path / "e.csv")
+    assert (err.value.line, err.value.field) == (3, "timestamp")
+    assert "not a timestamp: '2020-13-45'" in str(err.value) and "ISO 8601" in str(err.value)
+    assert str(err.value).startswith(str(tmp_path / "e.csv") + ":3:")
+
+
+def test_iso_timestamps_as_parquet_strings_and_skip_mode(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {"user": ["1", "1", "2"], "item": ["a", "b", "a"], "time": ["2021-05-01", "2021-04-01T08:00", "never"]}
+    ).to_parquet(tmp_path / "e.parquet")
+    with pytest.raises(DataFormatError) as err:
+        load_path(tmp_path / "e.parquet")
+    assert (err.value.line, err.value.field) == (3, "time")
+    ds = load_path(tmp_path / "e.parquet", on_bad_rows="skip")
+    assert history_ids(ds, "1") == ["b", "a"] and len(ds.interactions) == 2
+    assert any("skipped 1 bad rows" in line for line in ds.log)
+
+
+def test_table_public_api_keeps_rows_and_lines_aligned(tmp_path: Path) -> None:
+    from llmboost.data.loaders._parse import read_csv
+
+    table = read_csv(write(tmp_path / "t.csv", "a,b\n1,x\n\n2,y\n3,z\n"), on_bad_rows="skip")
+    assert table.names == ["a", "b"] and "a" in table and len(table) == 3
+    with pytest.raises(TypeError):
+        table.columns["c"] = table["a"]  # type: ignore[index]
+    with pytest.raises(ValueError, match="2 values for 3 rows"):
+        table.add_column("c", table["a"].slice(0, 2))
+    table.add_column("c", table["b"])
+    table.rename({"b": "bee"})
+    assert table.names == ["a", "bee"] and "bee" in table.columns
+    extra = pa.array([10, 20, 30])
+    (kept,) = table.reject(np.array([False, True, False]), lambda row: ("a", "bad"), extra)
+    assert kept.to_pylist() == [10, 30] and table["a"].to_pylist() == ["1", "3"]
+    assert table.lines().tolist() == [2, 5]
+    assert table.notes == ["t.csv: skipped 1 bad rows (first: line 4: field 'a': bad)"]

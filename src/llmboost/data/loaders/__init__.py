@@ -10,7 +10,9 @@ present (or taking ``format=``). Layouts (``format`` names):
 * ``p5`` — Amazon in the P5 layout (``user_sequence.txt``);
 * ``unisrec`` — Amazon in the UniSRec layout (``<Name>.train.inter`` + ``<Name>.item2index``);
 * ``amazon`` — raw Amazon 2014/2018 review + metadata JSON lines (``reviews_X_5.json.gz``, ``X_5.json.gz``);
-* ``table`` — a CSV / TSV / Parquet file with a column mapping (see :func:`load_table`);
+* ``table`` — a CSV / TSV / Parquet file; columns recognised by common names (user_id, userId,
+  reviewerID, item_id, movieId, asin, timestamp, unixReviewTime, rating, overall, ...) or named with
+  ``user=``, ``item=``, ``timestamp=``, ``rating=`` (see :func:`load_table`);
 * a ``.zip`` archive of any folder layout is unpacked to a temporary folder first.
 """
 
@@ -35,8 +37,11 @@ from llmboost.data.loaders.amazon import (
     unisrec_stem,
 )
 from llmboost.data.loaders.generic import (
+    COLUMN_ROLES,
+    KNOWN_COLUMNS,
     PARQUET_SUFFIXES,
     SPLIT_SUFFIXES,
+    column_options,
     load_recbole,
     load_table,
     recbole_inter_file,
@@ -45,6 +50,8 @@ from llmboost.data.loaders.movielens import load_movielens_1m, load_movielens_10
 
 __all__ = [
     "FORMATS",
+    "KNOWN_COLUMNS",
+    "column_options",
     "detect_format",
     "load_amazon_p5",
     "load_amazon_reviews",
@@ -211,6 +218,12 @@ def load_path(path: str | Path, *, format: str | None = None, **options: Any) ->
             root = extract_zip(path, Path(tmp))
             return load_path(root, format=format, **options)
     layout = _layout(format or detect_format(path))
+    named = [role for role in COLUMN_ROLES if role in options]
+    if named and layout.name != "table":
+        raise ValueError(
+            f"{path}: column names ({', '.join(named)}) apply to CSV/TSV/Parquet tables (format 'table'), "
+            f"but this is read as {layout.name!r}"
+        )
     if layout.name in ("movielens-100k", "movielens-1m", "movielens-latest", "p5") and path.is_file():
         path = path.parent
     return layout.load(path, **options)

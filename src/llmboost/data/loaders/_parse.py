@@ -14,7 +14,9 @@ Documented treatments, common to all readers:
   :class:`DataFormatError` naming file, line and field with ``on_bad_rows="error"`` (the default);
   with ``on_bad_rows="skip"`` it is dropped, and the count and the first offending line are logged
   (logger ``llmboost.data.loaders``) and recorded in the dataset's ``log``;
-* a fractional timestamp is truncated to whole units; ratings must be finite numbers;
+* a fractional timestamp is truncated to whole units; an ISO 8601 date or datetime (``2020-01-31``,
+  ``2020-01-31T12:00:00+02:00``) becomes Unix seconds, read as UTC when it has no offset (a value that
+  is a plain number is always a number); ratings must be finite numbers;
 * an empty file (no data rows) is always an error.
 """
 
@@ -29,8 +31,8 @@ import logging
 import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -46,7 +48,7 @@ from llmboost.data.errors import DataFormatError
 logger = logging.getLogger("llmboost.data.loaders")
 
 OnBadRows = Literal["error", "skip"]
-NumberKind = Literal["int", "float"]
+NumberKind = Literal["int", "float", "time"]
 _MODES = ("error", "skip")
 
 
@@ -125,34 +127,88 @@ def _nonblank(lines: pa.Array) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- tables
-@dataclass(eq=False)
 class Table:
     """String columns read from one file, with the line number of every row.
 
     ``header`` is the list of column names as written in the file (``None`` for headerless files).
-    Line numbers may be computed lazily (quoted CSV needs a second pass); ``notes`` records the
+    ``lines`` gives each row's 1-based line; ``line_finder`` computes them lazily instead (quoted CSV
+    needs a second pass). Columns are read with ``table[name]`` / :attr:`columns` and changed only
+    through :meth:`add_column`, :meth:`rename` and :meth:`reject` (or :meth:`set_rows` by readers that
+    build rows one at a time), so rows and their line numbers stay aligned. :attr:`notes` records the
     rows skipped under ``on_bad_rows="skip"``.
     """
 
-    path: Path
-    columns: dict[str, pa.Array]
-    on_bad_rows: OnBadRows
-    header: list[str] | None = None
-    _all_lines: np.ndarray | None = None
-    _line_finder: Callable[[], np.ndarray | None] | None = None
-    _rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    skipped: int = 0
-    first_skipped: tuple[int | None, str] | None = None
+    def __init__(
+        self,
+        path: Path,
+        columns: Mapping[str, pa.Array],
+        on_bad_rows: OnBadRows,
+        header: list[str] | None = None,
+        *,
+        lines: np.ndarray | None = None,
+        line_finder: Callable[[], np.ndarray | None] | None = None,
+        n_rows: int | None = None,
+    ) -> None:
+        self.path = path
+        self.on_bad_rows = on_bad_rows
+        self.header = header
+        self.skipped = 0
+        self.first_skipped: tuple[int | None, str] | None = None
+        self._columns: dict[str, pa.Array] = {}
+        self._all_lines: np.ndarray | None = None
+        self._line_finder: Callable[[], np.ndarray | None] | None = None
+        self._rows = np.zeros(0, dtype=np.int64)
+        self.set_rows(columns, lines, line_finder=line_finder, n_rows=n_rows)
 
-    def __post_init__(self) -> None:
-        if len(self._rows) == 0 and self.columns:
-            self._rows = np.arange(len(next(iter(self.columns.values()))), dtype=np.int64)
+    def set_rows(
+        self,
+        columns: Mapping[str, pa.Array],
+        lines: np.ndarray | None = None,
+        *,
+        line_finder: Callable[[], np.ndarray | None] | None = None,
+        n_rows: int | None = None,
+    ) -> None:
+        """Replace all rows: ``columns`` (equal lengths) and each row's line (or a ``line_finder``)."""
+        lengths = {len(v) for v in columns.values()}
+        if n_rows is None:
+            n_rows = lengths.pop() if lengths else (0 if lines is None else len(lines))
+        if lengths - {n_rows} or (lines is not None and len(lines) != n_rows):
+            raise ValueError(f"{self.path}: columns and line numbers of different lengths")
+        self._columns = dict(columns)
+        self._all_lines = None if lines is None else np.asarray(lines, dtype=np.int64)
+        self._line_finder = line_finder
+        self._rows = np.arange(n_rows, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def __getitem__(self, name: str) -> pa.Array:
-        return self.columns[name]
+        return self._columns[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._columns
+
+    @property
+    def columns(self) -> Mapping[str, pa.Array]:
+        """The columns by name (read-only)."""
+        return MappingProxyType(self._columns)
+
+    @property
+    def names(self) -> list[str]:
+        """The column names: the header when the file has one, else the columns held."""
+        return list(self.header) if self.header is not None else list(self._columns)
+
+    def add_column(self, name: str, values: pa.Array) -> None:
+        """Add (or replace) a column with one value per row."""
+        if len(values) != len(self):
+            raise ValueError(f"column {name!r} has {len(values)} values for {len(self)} rows")
+        self._columns[name] = values
+
+    def rename(self, mapping: Mapping[str, str]) -> None:
+        """Rename columns (and their header entries) ``old -> new``."""
+        self._columns = {mapping.get(k, k): v for k, v in self._columns.items()}
+        if self.header is not None:
+            self.header = [mapping.get(h, h) for h in self.header]
 
     def line(self, row: int) -> int | None:
         """The 1-based line of row ``row`` (``None`` when it cannot be located)."""
@@ -167,21 +223,24 @@ class Table:
         return None if self._all_lines is None else self._all_lines[self._rows]
 
     def value(self, name: str, row: int) -> str:
-        return str(self.columns[name][row].as_py())
+        return str(self._columns[name][row].as_py())
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep only the rows where ``mask`` is true."""
         arrow_mask = pa.array(mask, type=pa.bool_())
-        self.columns = {k: pc.filter(v, arrow_mask) for k, v in self.columns.items()}
+        self._columns = {k: pc.filter(v, arrow_mask) for k, v in self._columns.items()}
         self._rows = self._rows[mask]
 
-    def reject(self, bad: np.ndarray, explain: Callable[[int], tuple[str | None, str]]) -> None:
+    def reject(
+        self, bad: np.ndarray, explain: Callable[[int], tuple[str | None, str]], *aligned: pa.Array
+    ) -> tuple[pa.Array, ...]:
         """Handle the rows flagged in ``bad``: raise for the first, or drop them all and note it.
 
-        ``explain(row)`` gives ``(field, message)`` for a bad row.
+        ``explain(row)`` gives ``(field, message)`` for a bad row. ``aligned`` arrays (one value per
+        row, not columns of the table) are filtered the same way and returned.
         """
         if not bad.any():
-            return
+            return aligned
         first = int(np.flatnonzero(bad)[0])
         field_name, message = explain(first)
         line = self.line(first)
@@ -197,6 +256,8 @@ class Table:
                 line=line,
                 field=field_name,
             )
+        good = pa.array(~bad, type=pa.bool_())
+        return tuple(pc.filter(a, good) for a in aligned)
 
     def note_skipped(self, count: int, line: int | None, message: str) -> None:
         self.skipped += count
@@ -272,8 +333,7 @@ def read_delimited(
     if not keep.any():
         raise DataFormatError("empty file: no data rows", path=path)
     data = pc.filter(lines, pa.array(keep))
-    table = Table(path, {}, on_bad_rows, names if header else None, _all_lines=numbers[keep])
-    table._rows = np.arange(len(data), dtype=np.int64)
+    table = Table(path, {}, on_bad_rows, names if header else None, lines=numbers[keep])
     n = len(names)
     counts = np.asarray(pc.count_substring(data, sep), dtype=np.int64) + 1
     bad = counts != n
@@ -283,12 +343,10 @@ def read_delimited(
         missing = names[found] if found < n else None
         return missing, f"expected {n} fields separated by {sep!r} ({', '.join(names)}), found {found}"
 
-    if bad.any():
-        table.columns = {"_": data}
-        table.reject(bad, explain)
-        data = table.columns.pop("_")
+    (data,) = table.reject(bad, explain, data)
     parts = pc.split_pattern(data, sep)
-    table.columns = {name: pc.utf8_trim_whitespace(pc.list_element(parts, j)) for j, name in enumerate(names)}
+    for j, name in enumerate(names):
+        table.add_column(name, pc.utf8_trim_whitespace(pc.list_element(parts, j)))
     return table
 
 
@@ -311,7 +369,7 @@ def read_token_lines(
     if not keep.any():
         raise DataFormatError("empty file: no data rows", path=path)
     numbers = np.arange(1, len(lines) + 1, dtype=np.int64)[keep]
-    table = Table(path, {"_": pc.filter(lines, pa.array(keep))}, on_bad_rows, _all_lines=numbers)
+    table = Table(path, {"_": pc.filter(lines, pa.array(keep))}, on_bad_rows, lines=numbers)
     tokens = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(table["_"]), max_splits=max_splits)
     lengths = np.asarray(pc.list_value_length(tokens), dtype=np.int64)
     bad = lengths < min_tokens
@@ -367,7 +425,7 @@ def read_csv(
     if arrow.num_rows == 0:
         raise DataFormatError("empty file: a header but no data rows", path=path)
     columns = {n: pc.utf8_trim_whitespace(arrow.column(n).combine_chunks()) for n in names}
-    return Table(path, columns, on_bad_rows, names, _line_finder=lambda: _csv_lines(text, sep, len(names)))
+    return Table(path, columns, on_bad_rows, names, line_finder=lambda: _csv_lines(text, sep, len(names)))
 
 
 def _csv_records(text: str, sep: str) -> Iterable[tuple[int, list[str]]]:
@@ -421,15 +479,39 @@ def _read_csv_python(
         if arrow_error is not None:
             raise DataFormatError(f"cannot parse as CSV: {arrow_error}", path=path)
         raise DataFormatError("empty file: a header but no data rows", path=path)
-    table.columns = {name: pa.array(vals, type=pa.string()) for name, vals in zip(names, values, strict=True)}
-    table._all_lines = np.asarray(lines, dtype=np.int64)
-    table._rows = np.arange(len(lines), dtype=np.int64)
+    columns = {name: pa.array(vals, type=pa.string()) for name, vals in zip(names, values, strict=True)}
+    table.set_rows(columns, np.asarray(lines, dtype=np.int64))
     return table
 
 
 # ---------------------------------------------------------------------------------------- numbers
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "time": "an integer or an ISO 8601 date/datetime such as 2020-01-31 or 2020-01-31T12:00:00Z",
+}
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+def _parse_times(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Integers as they are, else ISO 8601 dates/datetimes as Unix seconds (UTC when no offset is given)."""
+    values, bad = _parse_numbers(arr, "int")
+    if not bad.any():
+        return values, bad
+    rows = np.flatnonzero(bad)
+    raw = pd.Series(pc.take(pc.utf8_trim_whitespace(arr), pa.array(rows)).to_numpy(zero_copy_only=False), dtype=object)
+    parsed = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
+    ok = parsed.notna().to_numpy()
+    seconds = (parsed[ok] - _EPOCH) // pd.Timedelta(seconds=1)
+    values[rows[ok]] = seconds.to_numpy(dtype=np.int64)
+    bad[rows[ok]] = False
+    return values, bad
+
+
 def _parse_numbers(arr: pa.Array, kind: NumberKind) -> tuple[np.ndarray, np.ndarray]:
     """Values and a bad-row mask; fast Arrow cast first, pandas coercion only when that fails."""
+    if kind == "time":
+        return _parse_times(arr)
     arr = pc.utf8_trim_whitespace(arr)
     values: np.ndarray | None = None
     if kind == "int":
@@ -470,9 +552,9 @@ def numbers(
         for col, (_, col_bad) in parsed.items():
             if col_bad[row]:
                 raw = table.value(col, row)
-                expected = "an integer" if kinds[col] == "int" else "a number"
-                what = "empty value" if not raw.strip() else f"not a number: {raw!r}"
-                return labels.get(col, col), f"{what} (expected {expected})"
+                noun = "timestamp" if kinds[col] == "time" else "number"
+                what = "empty value" if not raw.strip() else f"not a {noun}: {raw!r}"
+                return labels.get(col, col), f"{what} (expected {_EXPECTED[kinds[col]]})"
         raise AssertionError("unreachable")
 
     if bad.any():
@@ -523,7 +605,7 @@ def read_json_records(
         lines = split_lines(text)
         numbers_ = np.flatnonzero(_nonblank(lines)) + 1
         if len(numbers_) == arrow.num_rows:
-            return Table(path, columns, on_bad_rows, _all_lines=numbers_)
+            return Table(path, columns, on_bad_rows, lines=numbers_)
     return _read_json_python(path, text, fields, on_bad_rows, required, literal=False)
 
 
@@ -606,9 +688,8 @@ def _read_json_python(
         raise DataFormatError(
             "no valid data rows" + (" (all rows were bad)" if table.skipped else ""), path=path
         )
-    table.columns = {name: pa.array(vals, type=fields[name]) for name, vals in values.items()}
-    table._all_lines = np.asarray(lines, dtype=np.int64)
-    table._rows = np.arange(len(lines), dtype=np.int64)
+    columns = {name: pa.array(vals, type=fields[name]) for name, vals in values.items()}
+    table.set_rows(columns, np.asarray(lines, dtype=np.int64))
     return table
 
 
@@ -622,8 +703,10 @@ def emit(notes: list[str]) -> list[str]:
 def events_from(
     table: Table, user: str, item: str, timestamp: str, rating: str | None = None
 ) -> pd.DataFrame:
-    """An events frame (user, item, timestamp[, rating]) from string columns of ``table``."""
-    kinds: dict[str, NumberKind] = {timestamp: "int"}
+    """An events frame (user, item, timestamp[, rating]) from string columns of ``table``.
+
+    Timestamps are integers or ISO 8601 dates/datetimes (Unix seconds; UTC unless an offset is given)."""
+    kinds: dict[str, NumberKind] = {timestamp: "time"}
     if rating is not None:
         kinds[rating] = "float"
     nums = numbers(table, kinds)

@@ -70,15 +70,14 @@ def load_amazon_p5(
     repeated = pd.Series(users).duplicated(keep="first").to_numpy()
     if repeated.any():
         first_line = {u: table.line(i) for i, u in reversed(list(enumerate(users)))}
-        table.columns = {"_": tokens}
-        table.reject(
+        (tokens,) = table.reject(
             repeated,
             lambda row: (
                 "user",
                 f"user {users[row]!r} already has a sequence on line {first_line[users[row]]}",
             ),
+            tokens,
         )
-        tokens = table.columns.pop("_")
     lengths = np.asarray(pc.list_value_length(tokens), dtype=np.int64)
     flat = np.asarray(pc.list_flatten(tokens).to_numpy(zero_copy_only=False), dtype=object)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -195,7 +194,7 @@ def load_amazon_unisrec(
         if not inter_path.is_file():
             raise DatasetNotFoundError(f"{folder}: UniSRec layout is missing {inter_path.name}")
         table, _ = read_atomic(inter_path, encoding=encoding, on_bad_rows=mode)
-        require_columns(table.header or [], ("user_id", "item_id_list", "item_id"), inter_path)
+        require_columns(table.names, ("user_id", "item_id_list", "item_id"), inter_path)
         _check_known(table, "user_id", user_index)
         _check_known(table, "item_id", item_index)
         hists = _check_history(table, item_index, stem)
@@ -240,7 +239,7 @@ def load_amazon_unisrec(
     text_path = Path(f"{base}.text")
     if text_path.is_file():
         text, _ = read_atomic(text_path, encoding=encoding, on_bad_rows=mode)
-        require_columns(text.header or [], ("item_id", "text"), text_path)
+        require_columns(text.names, ("item_id", "text"), text_path)
         item_meta = pd.DataFrame(
             {"title": strings(text, "text")}, index=pd.Index(strings(text, "item_id"), name="item")
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +80,7 @@ def read_atomic(
                 field=raw,
             )
         types[fname] = ftype
-    table.columns = {
-        raw.partition(":")[0]: col
-        for raw, col in zip(table.header or [], table.columns.values(), strict=True)
-    }
-    table.header = list(types)
+    table.rename({raw: raw.partition(":")[0] for raw in table.header or []})
     return table, types
 
 
@@ -106,10 +102,10 @@ def load_recbole(
     inter_path = recbole_inter_file(path)
     stem = inter_path.name[: -len(".inter")]
     inter, _ = read_atomic(inter_path, encoding=encoding, on_bad_rows=on_bad_rows)
-    require_columns(inter.header or [], ("user_id", "item_id"), inter_path)
+    require_columns(inter.names, ("user_id", "item_id"), inter_path)
     has_time = "timestamp" in inter.columns
     if not has_time:
-        inter.columns["timestamp"] = pa.array(np.arange(len(inter)).astype(str))
+        inter.add_column("timestamp", pa.array(np.arange(len(inter)).astype(str)))
     rating = "rating" if "rating" in inter.columns else None
     events = events_from(inter, "user_id", "item_id", "timestamp", rating)
     tables = [inter]
@@ -121,7 +117,7 @@ def load_recbole(
     item_path = inter_path.with_name(stem + ".item")
     if item_path.is_file():
         items, _ = read_atomic(item_path, encoding=encoding, on_bad_rows=on_bad_rows)
-        require_columns(items.header or [], ("item_id",), item_path)
+        require_columns(items.names, ("item_id",), item_path)
         item_meta = pd.DataFrame(index=pd.Index(strings(items, "item_id"), name="item"))
         for field_name in items.header or []:
             if field_name == "item_id":
@@ -141,7 +137,7 @@ def load_recbole(
     user_path = inter_path.with_name(stem + ".user")
     if user_path.is_file():
         users, _ = read_atomic(user_path, encoding=encoding, on_bad_rows=on_bad_rows)
-        require_columns(users.header or [], ("user_id",), user_path)
+        require_columns(users.names, ("user_id",), user_path)
         user_meta = pd.DataFrame(index=pd.Index(strings(users, "user_id"), name="user"))
         for field_name in users.header or []:
             if field_name == "user_id":
@@ -183,7 +179,7 @@ def read_table(
             columns,
             mode,
             list(arrow.column_names),
-            _all_lines=np.arange(1, arrow.num_rows + 1, dtype=np.int64),
+            lines=np.arange(1, arrow.num_rows + 1, dtype=np.int64),
         )
     return read_csv(path, sep=sep or _default_sep(path), encoding=encoding, on_bad_rows=mode)
 
@@ -200,7 +196,7 @@ def _as_strings(column: pa.Array) -> pa.Array:
 
 def _meta(table: Table, id_column: str, columns: Mapping[str, str] | None, index_name: str) -> pd.DataFrame:
     """Metadata indexed by ``id_column``; ``columns`` maps target names to source columns."""
-    found = table.header or list(table.columns)
+    found = table.names
     mapping = dict(columns) if columns is not None else {c: c for c in found if c != id_column}
     require_columns(found, [id_column, *mapping.values()], table.path)
     meta = pd.DataFrame(
@@ -210,13 +206,104 @@ def _meta(table: Table, id_column: str, columns: Mapping[str, str] | None, index
     return meta
 
 
+# Column names recognised in a user's table when none is given, in order of preference; matched
+# ignoring case and any character that is not a letter or digit (``user_id`` = ``userId`` = ``User ID``).
+COLUMN_ROLES = ("user", "item", "timestamp", "rating")
+KNOWN_COLUMNS: dict[str, tuple[str, ...]] = {
+    "user": ("user", "user_id", "userId", "uid", "reviewerID", "customer_id", "visitor_id", "member_id"),
+    "item": (
+        "item", "item_id", "itemId", "iid", "movieId", "asin", "product_id", "parent_asin", "book_id", "isbn",
+        "track_id", "song_id", "article_id", "business_id",
+    ),
+    "timestamp": (
+        "timestamp", "unixReviewTime", "time", "ts", "datetime", "date", "event_time", "created_at",
+        "rating_timestamp",
+    ),
+    "rating": ("rating", "overall", "stars", "score", "rating_value"),
+}  # fmt: skip
+AUTO = "auto"  #: a column argument of :func:`load_table`: recognise it from :data:`KNOWN_COLUMNS`
+
+
+def column_options(columns: Mapping[str, str | None] | str | None) -> dict[str, str | None]:
+    """:func:`load_table` column arguments from a mapping or ``"user=uid,item=iid,timestamp="``.
+
+    Keys are ``user``, ``item``, ``timestamp``, ``rating``; an empty value (or ``none``/``null``) means
+    no such column (timestamp: each row's position; rating: none), ``auto`` recognises it by name.
+    """
+    if columns is None:
+        return {}
+    if isinstance(columns, str):
+        pairs: dict[str, str | None] = {}
+        for part in filter(None, (p.strip() for p in columns.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"columns: {part!r} must look like ROLE=COLUMN, e.g. user=user_id,item=movieId")
+            pairs[key.strip()] = value.strip()
+        columns = pairs
+    out: dict[str, str | None] = {}
+    for role, value in columns.items():
+        if role not in COLUMN_ROLES:
+            raise ValueError(f"columns: unknown role {role!r}; roles are {list(COLUMN_ROLES)}")
+        if value is None or str(value).strip().lower() in ("", "none", "null"):
+            if role in ("user", "item"):
+                raise ValueError(f"columns: the {role} column cannot be none")
+            out[role] = None
+        else:
+            out[role] = str(value).strip()
+    return out
+
+
+def _column_key(name: str) -> str:
+    return "".join(c for c in name.casefold() if c.isalnum())
+
+
+def find_column(header: Sequence[str], role: str) -> str | None:
+    """The column of ``header`` that plays ``role`` (user, item, timestamp, rating) by its name, or None."""
+    by_key: dict[str, str] = {}
+    for name in header:
+        by_key.setdefault(_column_key(name), name)
+    for known in KNOWN_COLUMNS[role]:
+        found = by_key.get(_column_key(known))
+        if found is not None:
+            return found
+    return None
+
+
+def resolve_columns(
+    header: Sequence[str], path: Path, *, user: str | None, item: str | None, timestamp: str | None,
+    rating: str | None,
+) -> dict[str, str | None]:
+    """The source column of each role: given names are checked, :data:`AUTO` (or ``None`` for user and
+    item) is recognised from :data:`KNOWN_COLUMNS`; a timestamp or rating that is not found is ``None``."""
+    given = {"user": user, "item": item, "timestamp": timestamp, "rating": rating}
+    out: dict[str, str | None] = {}
+    for role, name in given.items():
+        if name is None and role in ("timestamp", "rating"):
+            out[role] = None
+        elif name is None or (name == AUTO and AUTO not in header):
+            out[role] = find_column(header, role)
+            if out[role] is None and role in ("user", "item"):
+                raise DataFormatError(
+                    f"no {role} column: found columns {list(header)}; recognised names are "
+                    f"{list(KNOWN_COLUMNS[role])}; name it with {role}=COLUMN "
+                    f"(command line: --columns {role}=COLUMN; run config: data.columns.{role})",
+                    path=path,
+                    line=1,
+                    field=role,
+                )
+        else:
+            out[role] = name
+    require_columns(header, [c for c in out.values() if c is not None], path)
+    return out
+
+
 def load_table(
     path: str | Path,
     *,
-    user: str = "user",
-    item: str = "item",
-    timestamp: str | None = "timestamp",
-    rating: str | None = None,
+    user: str | None = None,
+    item: str | None = None,
+    timestamp: str | None = AUTO,
+    rating: str | None = AUTO,
     sep: str | None = None,
     encoding: str = "utf-8",
     item_meta_path: str | Path | None = None,
@@ -228,32 +315,45 @@ def load_table(
     name: str | None = None,
     on_bad_rows: str = "error",
 ) -> Dataset:
-    """Load events from a CSV / TSV / Parquet table, naming its columns.
+    """Load events from a CSV / TSV / Parquet table, naming its columns or letting them be recognised.
+
+    Columns not named are recognised by common names (:data:`KNOWN_COLUMNS`, ignoring case and
+    punctuation): ``user`` from user, user_id, userId, reviewerID, ...; ``item`` from item, item_id,
+    movieId, asin, ...; ``timestamp`` from timestamp, unixReviewTime, time, date, ...; ``rating`` from
+    rating, overall, stars, score. Without a timestamp column (or with ``timestamp=None``) each row's
+    position in the file is its timestamp; without a rating column (or ``rating=None``) there are no
+    ratings. Timestamps are integers (Unix seconds, or any integer order) or ISO 8601 dates/datetimes
+    (converted to Unix seconds; without a UTC offset they are read as UTC).
 
     ``sep`` defaults to a tab for ``.tsv``/``.tab``/``.txt`` and a comma otherwise (ignored for
-    Parquet). ``timestamp=None`` uses each row's position in the file. Item metadata comes from
-    ``item_meta_path`` (keyed by column ``item_id``, default: the ``item`` column's name), or, when
-    only ``item_columns`` is given, from the events table itself (first row per item).
+    Parquet). Item metadata comes from ``item_meta_path`` (keyed by column ``item_id``, default: the
+    events' item column name when the file has it, else a recognised item column), or, when only
+    ``item_columns`` is given, from the events table itself (first row per item).
     ``item_columns`` maps metadata names to source columns, e.g. ``{"title": "name"}``; by default
     all columns of the metadata file are kept. User metadata works the same way.
     """
     mode = check_mode(on_bad_rows)
     path = Path(path)
     table = read_table(path, sep=sep, encoding=encoding, on_bad_rows=mode)
-    wanted = [c for c in (user, item, timestamp, rating) if c is not None]
-    require_columns(table.header or [], wanted, path)
+    columns = resolve_columns(
+        table.names, path, user=user, item=item, timestamp=timestamp, rating=rating
+    )
+    user, item = columns["user"], columns["item"]
+    assert user is not None and item is not None
     notes: list[str] = []
-    if timestamp is None:
-        timestamp = "\x00position"
-        table.columns[timestamp] = pa.array(np.arange(len(table)).astype(str))
+    time_column = columns["timestamp"]
+    if time_column is None:
+        time_column = "\x00position"
+        table.add_column(time_column, pa.array(np.arange(len(table)).astype(str)))
         notes.append(f"{path.name}: no timestamp column; used each row's position in the file")
-    events = events_from(table, user, item, timestamp, rating)
+    events = events_from(table, user, item, time_column, columns["rating"])
     tables = [table]
 
     item_meta = None
     if item_meta_path is not None:
         meta_table = read_table(Path(item_meta_path), sep=sep, encoding=encoding, on_bad_rows=mode)
-        item_meta = _meta(meta_table, item_id or item, item_columns, "item")
+        key = item_id or _meta_key(meta_table, item, "item")
+        item_meta = _meta(meta_table, key, item_columns, "item")
         tables.append(meta_table)
     elif item_columns is not None:
         item_meta = _meta(table, item, item_columns, "item")
@@ -261,10 +361,19 @@ def load_table(
     user_meta = None
     if user_meta_path is not None:
         meta_table = read_table(Path(user_meta_path), sep=sep, encoding=encoding, on_bad_rows=mode)
-        user_meta = _meta(meta_table, user_id or user, user_columns, "user")
+        key = user_id or _meta_key(meta_table, user, "user")
+        user_meta = _meta(meta_table, key, user_columns, "user")
         tables.append(meta_table)
     elif user_columns is not None:
         user_meta = _meta(table, user, user_columns, "user")
         user_meta = user_meta[~user_meta.index.duplicated(keep="first")]
     stem = path.name.split(".")[0]
     return finish(name or stem, events, item_meta, user_meta, tables, notes)
+
+
+def _meta_key(table: Table, events_column: str, role: str) -> str:
+    """The id column of a metadata file: the events' column name if present, else a recognised one."""
+    header = table.names
+    if events_column in header:
+        return events_column
+    return find_column(header, role) or events_column
