@@ -30,7 +30,7 @@ def test_preselect_excludes_seen_users_and_pads(train) -> None:
     profiles = gen.user_profiles(train, vectors, 5)
     cooc = ItemCF(k=10, progress=False).fit(train)
     items = np.array([0, 3])
-    cand, score = gen.preselect(train, items, profiles, vectors, cooc, per_item=200, text_weight=0.5)
+    cand, _ = gen.preselect(train, items, profiles, vectors, cooc, per_item=200, text_weight=0.5)
     assert cand.shape == (2, 200)
     seen = train.csr()
     for row, item in zip(cand, items, strict=True):

@@ -136,11 +136,23 @@ def preset(name: str) -> Config:
         config.models = ModelsConfig(names=["itemcf", "swing"])
     elif name == "full":
         config.generator = GeneratorConfig(
-            finetune_users=100000, finetune_last_n=5, finetune_steps=2000, finetune_batch_tokens=8192, lora_r=16,
-            max_history=20, tail_pool=100000, tail_items=100000, candidates_per_item=50, per_item=5, budget=1000000,
+            finetune_users=100000,
+            finetune_last_n=5,
+            finetune_steps=2000,
+            finetune_batch_tokens=8192,
+            lora_r=16,
+            max_history=20,
+            tail_pool=100000,
+            tail_items=100000,
+            candidates_per_item=50,
+            per_item=5,
+            budget=1000000,
         )
         config.discriminator = DiscriminatorConfig(
-            train_events=200000, heldout_pairs=20000, llm_finetune_users=100000, llm_finetune_steps=2000,
+            train_events=200000,
+            heldout_pairs=20000,
+            llm_finetune_users=100000,
+            llm_finetune_steps=2000,
             llm_heldout_pairs=5000,
         )
         config.models = ModelsConfig(item2vec_dim=64, item2vec_epochs=10)

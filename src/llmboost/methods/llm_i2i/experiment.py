@@ -41,8 +41,9 @@ def _hash(obj: Any) -> str:
 def item_text(dataset: Any, fields: list[str], max_chars: int) -> tuple[ItemText, np.ndarray]:
     """Item texts; items without text get the placeholder ``item <id>`` (returned mask: has real text); they
     are never generator targets."""
-    text = ItemText.from_dataset(dataset, fields=tuple(f for f in fields if f in dataset.item_meta.columns) or ("title",),
-                                 max_chars=max_chars)
+    text = ItemText.from_dataset(
+        dataset, fields=tuple(f for f in fields if f in dataset.item_meta.columns) or ("title",), max_chars=max_chars
+    )
     has = np.array([bool(t.strip()) for t in text.texts])
     if not has.all():
         texts = [t if h else f"item {i}" for i, (t, h) in enumerate(zip(text.texts, has, strict=True))]
@@ -80,11 +81,16 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
     kind = ITEM_KIND.get(name, "items")
     from llmboost.llm.embeddings import encode_texts
 
-    vectors = encode_texts(text.texts, config.discriminator.embedding_model, cache_dir=out.parent / "embed_cache",
-                           progress=progress)
+    vectors = encode_texts(
+        text.texts, config.discriminator.embedding_model, cache_dir=out.parent / "embed_cache", progress=progress
+    )
     timings["data_and_embeddings_s"] = time.perf_counter() - t0
-    info: dict[str, Any] = {"data_fingerprint": fingerprint, "items_without_text": int((~has_text).sum()),
-                            "long_tail_items": int(slices.long_tail_items.sum()), "notes": []}
+    info: dict[str, Any] = {
+        "data_fingerprint": fingerprint,
+        "items_without_text": int((~has_text).sum()),
+        "long_tail_items": int(slices.long_tail_items.sum()),
+        "notes": [],
+    }
     gcfg, dcfg = config.generator, config.discriminator
     need_gen = gcfg.enabled and any(v in ("generator", "both") for v in config.variants)
     need_disc = dcfg.enabled and any(v in ("discriminator", "both") for v in config.variants)
@@ -108,12 +114,21 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
             if not gen.model_dir_done(adapter):
                 from llmboost.llm.finetune import finetune
 
-                examples, users = gen.finetune_examples(text, train, gcfg.finetune_users, gcfg.finetune_last_n,
-                                                        gcfg.max_history, kind, config.llm_seed)
+                examples, users = gen.finetune_examples(
+                    text, train, gcfg.finetune_users, gcfg.finetune_last_n, gcfg.max_history, kind, config.llm_seed
+                )
                 info["generator_finetune_users"] = len(users)
                 info["generator_finetune_examples"] = len(examples)
-                finetune(gcfg.model, examples, adapter, r=gcfg.lora_r, max_steps=gcfg.finetune_steps,
-                         batch_tokens=gcfg.finetune_batch_tokens, pack_length=256, seed=config.llm_seed)
+                finetune(
+                    gcfg.model,
+                    examples,
+                    adapter,
+                    r=gcfg.lora_r,
+                    max_steps=gcfg.finetune_steps,
+                    batch_tokens=gcfg.finetune_batch_tokens,
+                    pack_length=256,
+                    seed=config.llm_seed,
+                )
         rows = np.argwhere(cand >= 0)
         if len(rows):
             model = _load_llm(gcfg.model, adapter)
@@ -144,14 +159,16 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
         if need_gen:
             take = min(gcfg.tail_items, len(pool))
             chosen = np.sort(rng.choice(len(pool), take, replace=False)) if take else np.zeros(0, np.int64)
-            synthesis = gen.select_synthetic(train, pool[chosen], cand[chosen], pre[chosen], llm[chosen],
-                                             gcfg.per_item, gcfg.budget)
+            synthesis = gen.select_synthetic(
+                train, pool[chosen], cand[chosen], pre[chosen], llm[chosen], gcfg.per_item, gcfg.budget
+            )
             syn = synthesis.events
             seed_info["synthetic_events"] = len(syn)
             seed_info["generator"] = gen.hit_rate(syn, future)
             # the same budget chosen by pre-selection alone (no LLM): does the LLM add anything?
-            pre_only = gen.select_synthetic(train, pool[chosen], cand[chosen], pre[chosen], pre[chosen],
-                                            gcfg.per_item, gcfg.budget)
+            pre_only = gen.select_synthetic(
+                train, pool[chosen], cand[chosen], pre[chosen], pre[chosen], gcfg.per_item, gcfg.budget
+            )
             seed_info["preselect_only"] = gen.hit_rate(pre_only.events, future)
             seed_info["notes"] = synthesis.notes
         real_scores = syn_scores = None
@@ -162,10 +179,12 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
             prof_v = gen.user_profiles(train, vectors, dcfg.profile_items)[users_v]
             neg_v = disc.matched_negatives(users_v, split.valid.items, train, rng)
             sel = np.flatnonzero(neg_v >= 0)[: dcfg.heldout_pairs]
-            seed_info["head_auc"] = disc.auc(head.score_pairs(prof_v[sel], split.valid.items[sel]),
-                                             head.score_pairs(prof_v[sel], neg_v[sel]))
-            seed_info["text_cosine_auc"] = disc.auc((prof_v[sel] * vectors[split.valid.items[sel]]).sum(1),
-                                                    (prof_v[sel] * vectors[neg_v[sel]]).sum(1))
+            seed_info["head_auc"] = disc.auc(
+                head.score_pairs(prof_v[sel], split.valid.items[sel]), head.score_pairs(prof_v[sel], neg_v[sel])
+            )
+            seed_info["text_cosine_auc"] = disc.auc(
+                (prof_v[sel] * vectors[split.valid.items[sel]]).sum(1), (prof_v[sel] * vectors[neg_v[sel]]).sum(1)
+            )
             if syn is not None and len(syn):
                 prof_all = gen.user_profiles(train, vectors, dcfg.profile_items)
                 syn_scores = head.score_pairs(prof_all[syn["user"].to_numpy()], syn["item"].to_numpy())
@@ -178,13 +197,17 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
             keep_real = None
             vinfo: dict[str, Any] = {}
             if use_disc:
-                def score_fraction(threshold: float, vsyn: Any = vsyn) -> float:
-                    keep = disc.apply_threshold(real_scores, threshold)
-                    s = None if vsyn is None else vsyn[disc.apply_threshold(syn_scores, threshold)]
+
+                def score_fraction(
+                    threshold: float, vsyn: Any = vsyn, rs: Any = real_scores, ss: Any = syn_scores
+                ) -> float:
+                    keep = disc.apply_threshold(rs, threshold)
+                    s = None if vsyn is None else vsyn[disc.apply_threshold(ss, threshold)]
                     events, w = fuse(train, keep, s, gcfg.weight)
                     model = ItemCF(k=config.models.k, last_n=config.models.last_n, iuf=True, progress=False)
                     return evaluate(model.fit(events, weights=w), split, "valid", ks=(config.ks[0],)).summary()[
-                        f"Recall@{config.ks[0]}"]
+                        f"Recall@{config.ks[0]}"
+                    ]
 
                 if dcfg.threshold is not None:
                     disc.check_fixed_threshold(real_scores, dcfg.threshold)
@@ -194,9 +217,12 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                 keep_real = disc.apply_threshold(real_scores, threshold)
                 if vsyn is not None:
                     vsyn = vsyn[disc.apply_threshold(syn_scores, threshold)]
-                vinfo |= {"drop_fraction": fraction, "threshold": threshold,
-                          "valid_recall_by_fraction": {str(k): v for k, v in grid.items()},
-                          "real_dropped": int((~keep_real).sum())}
+                vinfo |= {
+                    "drop_fraction": fraction,
+                    "threshold": threshold,
+                    "valid_recall_by_fraction": {str(k): v for k, v in grid.items()},
+                    "real_dropped": int((~keep_real).sum()),
+                }
             vinfo["synthetic_kept"] = 0 if vsyn is None else len(vsyn)
             if vsyn is not None and len(vsyn):
                 vinfo["generator_kept"] = gen.hit_rate(vsyn, future)
@@ -217,8 +243,15 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                 res = evaluate(model, split, "test", ks=tuple(config.ks), slices=slices)
                 summ = res.summary()
                 frame = res.per_user
-                row = {"key": key_base, "seed": seed, "variant": variant, "model": mname, "fit_seconds": fit_s,
-                       "train_events": len(events), **vinfo}
+                row = {
+                    "key": key_base,
+                    "seed": seed,
+                    "variant": variant,
+                    "model": mname,
+                    "fit_seconds": fit_s,
+                    "train_events": len(events),
+                    **vinfo,
+                }
                 recall = []
                 for k in config.ks:
                     row[f"Recall@{k}"] = summ[f"Recall@{k}"]
@@ -238,8 +271,9 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
     return info
 
 
-def llm_judge(config: Config, text: ItemText, split: Any, store: Any, out: Path, kind: str, fp: str,
-              progress: bool) -> dict[str, Any]:
+def llm_judge(
+    config: Config, text: ItemText, split: Any, store: Any, out: Path, kind: str, fp: str, progress: bool
+) -> dict[str, Any]:
     """The LLM yes/no judge: LoRA on real positives vs popularity-matched negatives (a recorded user subset);
     its AUC on held-out validation pairs."""
     dcfg = config.discriminator
@@ -256,8 +290,16 @@ def llm_judge(config: Config, text: ItemText, split: Any, store: Any, out: Path,
             users = np.sort(rng.choice(eligible, min(dcfg.llm_finetune_users, len(eligible)), replace=False))
             examples = disc.judge_examples(text, train, users, config.generator.max_history, kind, rng)
             info["finetune_examples"] = len(examples)
-            finetune(dcfg.llm_model, examples, adapter, r=config.generator.lora_r, max_steps=dcfg.llm_finetune_steps,
-                     batch_tokens=config.generator.finetune_batch_tokens, pack_length=256, seed=config.llm_seed)
+            finetune(
+                dcfg.llm_model,
+                examples,
+                adapter,
+                r=config.generator.lora_r,
+                max_steps=dcfg.llm_finetune_steps,
+                batch_tokens=config.generator.finetune_batch_tokens,
+                pack_length=256,
+                seed=config.llm_seed,
+            )
     model = _load_llm(dcfg.llm_model, adapter)
     users = split.valid.users.astype(np.int64)
     neg = disc.matched_negatives(users, split.valid.items, train, np.random.default_rng(config.llm_seed + 1))
@@ -270,8 +312,12 @@ def llm_judge(config: Config, text: ItemText, split: Any, store: Any, out: Path,
     def logodds(keys: list[str]) -> np.ndarray:
         return np.array([_value(got[k])[0] - _value(got[k])[1] for k in keys])
 
-    info |= {"auc": disc.auc(logodds(list(pos_req)), logodds(list(neg_req))), "pairs": 2 * len(sel),
-             "finetuned": adapter is not None, "model_fingerprint": model.fingerprint}
+    info |= {
+        "auc": disc.auc(logodds(list(pos_req)), logodds(list(neg_req))),
+        "pairs": 2 * len(sel),
+        "finetuned": adapter is not None,
+        "model_fingerprint": model.fingerprint,
+    }
     return info
 
 

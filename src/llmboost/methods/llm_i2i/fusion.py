@@ -39,7 +39,11 @@ def build_model(name: str, k: int, last_n: int, seed: int, options: dict) -> Ite
         return Swing(k=k, last_n=last_n, alpha=options.get("swing_alpha", 1.0), seed=seed, progress=False)
     if name == "item2vec":
         return Item2Vec(
-            k=k, last_n=last_n, dim=options.get("item2vec_dim", 32), epochs=options.get("item2vec_epochs", 3),
-            seed=seed, progress=False,
+            k=k,
+            last_n=last_n,
+            dim=options.get("item2vec_dim", 32),
+            epochs=options.get("item2vec_epochs", 3),
+            seed=seed,
+            progress=False,
         )
     raise ValueError(f"unknown I2I model {name!r}; choose from ['itemcf', 'swing', 'item2vec']")

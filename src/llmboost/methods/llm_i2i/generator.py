@@ -131,7 +131,7 @@ def likelihood_requests(
 def finetune_examples(
     text: ItemText, train: Interactions, users: int, last_n: int, max_history: int, item_kind: str, seed: int
 ) -> tuple[list[Any], np.ndarray]:
-    """"history -> next item" examples from a seeded subset of users with >= 4 training events; returns the
+    """ "history -> next item" examples from a seeded subset of users with >= 4 training events; returns the
     examples and the users used (recorded in the results)."""
     from llmboost.llm.finetune import next_item_examples
 

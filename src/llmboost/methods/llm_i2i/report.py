@@ -24,10 +24,13 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[str]:
         for ax, col in zip(axes, (f"Recall@{k}", f"long_tail/Recall@{k}"), strict=True):
             width = 0.8 / max(1, len(variants))
             for j, v in enumerate(variants):
-                means = [next((e[col]["mean"] for e in table if e["model"] == m and e["variant"] == v), np.nan)
-                         for m in models]
-                stds = [next((e[col]["std"] for e in table if e["model"] == m and e["variant"] == v), 0.0)
-                        for m in models]
+                means = [
+                    next((e[col]["mean"] for e in table if e["model"] == m and e["variant"] == v), np.nan)
+                    for m in models
+                ]
+                stds = [
+                    next((e[col]["std"] for e in table if e["model"] == m and e["variant"] == v), 0.0) for m in models
+                ]
                 ax.bar(np.arange(len(models)) + j * width, means, width, yerr=stds, label=v)
             ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models)
             ax.set_title(f"{name}: {col}")
@@ -47,35 +50,60 @@ def _fmt(stat: dict[str, float]) -> str:
 def write_report(results: dict[str, Any], out_dir: Path, plots: list[str]) -> Path:
     cfg = results["config"]
     ks = cfg["ks"]
-    lines = ["# LLM-I2I report", "", f"Seeds {results['seeds']}; full ranking, leave-one-out test; "
-             f"{results['seconds']:.0f} s in all.", ""]
+    lines = [
+        "# LLM-I2I report",
+        "",
+        f"Seeds {results['seeds']}; full ranking, leave-one-out test; {results['seconds']:.0f} s in all.",
+        "",
+    ]
     for name, info in results["datasets"].items():
-        lines += [f"## {name}", "", f"Data fingerprint `{info['data_fingerprint']}`; long-tail items "
-                  f"{info['long_tail_items']}; items without text {info['items_without_text']}.", ""]
+        lines += [
+            f"## {name}",
+            "",
+            f"Data fingerprint `{info['data_fingerprint']}`; long-tail items "
+            f"{info['long_tail_items']}; items without text {info['items_without_text']}.",
+            "",
+        ]
         cols = [c for k in ks for c in (f"Recall@{k}", f"long_tail/Recall@{k}", f"hits@{k}", f"long_tail/hits@{k}")]
-        lines.append("| model | variant | " + " | ".join(cols) + " | real dropped | synthetic kept | p (user Wilcoxon, "
-                     f"Recall@{ks[0]} / tail) |")
+        lines.append(
+            "| model | variant | " + " | ".join(cols) + " | real dropped | synthetic kept | p (user Wilcoxon, "
+            f"Recall@{ks[0]} / tail) |"
+        )
         lines.append("|" + "---|" * (len(cols) + 5))
         for e in info["table"]:
             tests = e.get("tests_vs_base", {})
-            p = " / ".join(f"{tests[c]['user_wilcoxon_p']:.3g}" for c in (f"Recall@{ks[0]}", f"long_tail/Recall@{ks[0]}")
-                           if c in tests) or "–"
-            lines.append(f"| {e['model']} | {e['variant']} | " + " | ".join(_fmt(e[c]) for c in cols)
-                         + f" | {e.get('real_dropped', 0):.0f} | {e.get('synthetic_kept', 0):.0f} | {p} |")
+            p = (
+                " / ".join(
+                    f"{tests[c]['user_wilcoxon_p']:.3g}"
+                    for c in (f"Recall@{ks[0]}", f"long_tail/Recall@{ks[0]}")
+                    if c in tests
+                )
+                or "–"
+            )
+            lines.append(
+                f"| {e['model']} | {e['variant']} | "
+                + " | ".join(_fmt(e[c]) for c in cols)
+                + f" | {e.get('real_dropped', 0):.0f} | {e.get('synthetic_kept', 0):.0f} | {p} |"
+            )
         lines.append("")
         for seed, s in info.get("seeds", {}).items():
             parts = []
             if "generator" in s:
                 g, p = s["generator"], s["preselect_only"]
-                parts.append(f"synthetic events {s['synthetic_events']}, generator hit rate {g['hit_rate']:.3f} "
-                             f"({g['hits']:.0f} hits; pre-selection alone {p['hit_rate']:.3f})")
+                parts.append(
+                    f"synthetic events {s['synthetic_events']}, generator hit rate {g['hit_rate']:.3f} "
+                    f"({g['hits']:.0f} hits; pre-selection alone {p['hit_rate']:.3f})"
+                )
             if "head_auc" in s:
-                parts.append(f"head discriminator AUC {s['head_auc']:.3f} (text cosine alone {s['text_cosine_auc']:.3f})")
+                parts.append(
+                    f"head discriminator AUC {s['head_auc']:.3f} (text cosine alone {s['text_cosine_auc']:.3f})"
+                )
             lines.append(f"- seed {seed}: " + "; ".join(parts) + (f" — notes: {s['notes']}" if s.get("notes") else ""))
         if "llm_judge" in info:
             j = info["llm_judge"]
-            lines.append(f"- LLM yes/no judge (fine-tuned: {j['finetuned']}): AUC {j['auc']:.3f} on {j['pairs']} "
-                         "held-out pairs")
+            lines.append(
+                f"- LLM yes/no judge (fine-tuned: {j['finetuned']}): AUC {j['auc']:.3f} on {j['pairs']} held-out pairs"
+            )
         lines += [f"- notes: {info['notes']}" if info["notes"] else "", f"- timings: {info['timings']}", ""]
     lines += [f"![{p}]({p})" for p in plots]
     path = out_dir / "report.md"
