@@ -65,7 +65,7 @@ def _scores_from_store(store: Any, model: Any, job: str, requests: dict, progres
 
 
 def _value(record: Any) -> np.ndarray:
-    return np.asarray(record.value if hasattr(record, "value") else record, dtype=np.float64)
+    return np.asarray(record.vector if hasattr(record, "vector") else record, dtype=np.float64)
 
 
 def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool) -> dict[str, Any]:
