@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from llmboost.data.interactions import Interactions
-from llmboost.models.neighbors import ItemToItemRecommender, top_k_rows
+from llmboost.models.neighbors import ItemToItemRecommender, sparse_top_k
 
 
 class ItemCF(ItemToItemRecommender):
@@ -53,11 +53,12 @@ class ItemCF(ItemToItemRecommender):
         bar = self._bar(n, "itemcf neighbours")
         for start in range(0, n, self.block_size):
             stop = min(n, start + self.block_size)
-            co = (left_t[start:stop] @ r).toarray()
-            denom = norms[start:stop, None] * norms[None, :] + self.shrink
-            sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
-            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            ids[start:stop], vals[start:stop] = top_k_rows(sim, self.k)
+            co = (left_t[start:stop] @ r).tocsr()  # sparse: only co-occurring pairs
+            rows = np.repeat(np.arange(stop - start), np.diff(co.indptr))
+            denom = norms[start + rows] * norms[co.indices] + self.shrink
+            sim = np.where(denom > 0, co.data / np.where(denom > 0, denom, 1.0), 0.0)
+            sim[co.indices == start + rows] = 0.0  # never its own neighbour
+            ids[start:stop], vals[start:stop] = sparse_top_k(rows, co.indices, sim, stop - start, self.k)
             bar.update(stop - start)
         bar.close()
         return ids, vals

@@ -49,6 +49,25 @@ def top_k_rows(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, vals
 
 
+def sparse_top_k(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a sparse block given as (row, col, value) triples: the ``k`` largest positive values
+    (ids, values), descending (ties: smaller column first); ``-1`` / 0 pad."""
+    keep = values > 0
+    rows, cols, values = rows[keep], cols[keep], values[keep]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    rank = np.arange(len(rows)) - starts[rows]
+    sel = rank < k
+    ids = np.full((n_rows, k), -1, np.int64)
+    vals = np.zeros((n_rows, k), np.float32)
+    ids[rows[sel], rank[sel]] = cols[sel]
+    vals[rows[sel], rank[sel]] = values[sel]
+    return ids, vals
+
+
 def neighbor_matrix(neighbors: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
     """The ``n_items x n_items`` sparse similarity matrix holding only each row's top-K neighbours."""
     rows = np.repeat(np.arange(neighbors.shape[0]), neighbors.shape[1])
