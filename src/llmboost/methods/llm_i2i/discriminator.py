@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from llmboost.data.interactions import Interactions, segment_offsets
+from llmboost.llm.prompts import YES_NO as _YES_NO
 
 
 def popularity_buckets(train: Interactions) -> np.ndarray:
@@ -176,7 +177,7 @@ def choose_threshold(
     return best, threshold_for(real_scores, best), results
 
 
-JUDGE_JOB = "llm_i2i-judge"
+JUDGE_JOB = f"llm_i2i-judge:{_YES_NO.fingerprint}"  # the template's wording is part of the key
 
 
 def judge_examples(

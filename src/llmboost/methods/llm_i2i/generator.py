@@ -39,7 +39,7 @@ from llmboost.llm.prompts import NEXT_ITEM, format_history
 
 logger = logging.getLogger(__name__)
 
-LIKELIHOOD_JOB = "llm_i2i-generator-likelihood"
+LIKELIHOOD_JOB = f"llm_i2i-generator:{NEXT_ITEM.fingerprint}"  # the template's wording is part of the key
 
 
 def last_items(train: Interactions, users: np.ndarray, n: int) -> list[np.ndarray]:
