@@ -152,3 +152,12 @@ def test_movielens_i2i_beats_popularity(shared_datasets: Path) -> None:
         got = evaluate(model.fit(split.train), split, ks=(20,), slices=slices).summary()
         assert got["Recall@20"] > pop["Recall@20"] * 1.3, type(model).__name__
         assert got["long_tail/Recall@20"] > pop["long_tail/Recall@20"]
+
+
+def test_swing_unit_weights_equal_unweighted_and_lower_weights_lower_similarity(toy) -> None:
+    plain = Swing(k=5, progress=False).fit(toy)
+    ones = Swing(k=5, progress=False).fit(toy, weights=np.ones(len(toy), np.float32))
+    np.testing.assert_allclose(ones.neighbor_scores_, plain.neighbor_scores_, rtol=1e-6)
+    w = np.ones(len(toy), np.float32)
+    w[0] = 0.5  # a's i0
+    assert _sim(Swing(k=5, progress=False).fit(toy, weights=w), 0, 1) == pytest.approx(0.5 * _sim(plain, 0, 1))

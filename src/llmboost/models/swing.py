@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmboost.data.interactions import Interactions
+from llmboost.data.interactions import Interactions, segment_offsets
 from llmboost.models.neighbors import ItemToItemRecommender, top_k_rows
 
 
@@ -51,8 +51,6 @@ class Swing(ItemToItemRecommender):
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
         r = self._user_item(train, weights)
         r_csc = r.tocsc()
-        binary = r.copy()
-        binary.data[:] = 1.0
         degree = np.diff(r.indptr).astype(np.float64)
         w_user = np.where(degree > 0, np.maximum(degree, 1.0) ** -self.user_power, 0.0).astype(np.float32)
         weighted = weights is not None
@@ -70,14 +68,19 @@ class Swing(ItemToItemRecommender):
             bar.update(1)
             if len(users) < 2:
                 continue
-            block = binary[users]
-            cols = np.unique(block.indices)
-            b = block[:, cols].toarray()
+            # the users' rows over the items they touch, gathered straight from the CSR arrays (no scipy indexing)
+            lens = r.indptr[users + 1] - r.indptr[users]
+            idx = np.repeat(r.indptr[users], lens) + segment_offsets(lens)
+            cols, local = np.unique(r.indices[idx], return_inverse=True)
+            rows = np.repeat(np.arange(len(users)), lens)
+            b = np.zeros((len(users), len(cols)), np.float32)
+            b[rows, local] = 1.0
             overlap = b @ b.T
             kern = np.outer(w_user[users], w_user[users]) / (self.alpha + overlap)
             np.fill_diagonal(kern, 0.0)
             if weighted:
-                a = r[users][:, cols].toarray()
+                a = np.zeros_like(b)
+                a[rows, local] = r.data[idx]
                 kern *= np.outer(r_i, r_i)
             else:
                 a = b
