@@ -243,6 +243,10 @@ def _print_metrics(result: dict) -> None:
         click.echo(f"  {name:<24} {stats['mean']:.4f} ± {stats['std']:.4f}")
 
 
+from llmboost.methods.llm_i2i.cli import i2i as _i2i  # noqa: E402
+
+main.add_command(_i2i)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 main.add_command(__import__("llmboost.methods.sllmr.cli", fromlist=["sllmr"]).sllmr)

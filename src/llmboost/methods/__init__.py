@@ -1,0 +1,1 @@
+"""The four methods built on the core."""

@@ -1,0 +1,163 @@
+"""Item-to-item models: hand-computed similarities, serving from the last items, save/load, real data."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmboost.data import load_dataset
+from llmboost.evaluation import evaluate
+from llmboost.models import REGISTRY, Item2Vec, ItemCF, MostPopular, Recommender, Swing
+from llmboost.models.item2vec import skipgram_pairs
+from llmboost.splitting import leave_one_out, make_slices
+from tests.factories import events_dataset, two_communities
+
+# u0: {0, 1}, u1: {0, 1, 2}, u2: {1, 2}  (items named so their ids are 0, 1, 2)
+TOY = [("a", "i0", 0), ("a", "i1", 1), ("b", "i0", 0), ("b", "i1", 1), ("b", "i2", 2), ("c", "i1", 0), ("c", "i2", 1)]
+
+
+def _sim(model, i: int, j: int) -> float:
+    ids, vals = model.similar_items(i)
+    return float(vals[list(ids).index(j)]) if j in ids else 0.0
+
+
+@pytest.fixture(scope="module")
+def toy():
+    data = events_dataset(TOY)
+    assert list(data.items.decode(np.arange(3))) == ["i0", "i1", "i2"]
+    return data.interactions
+
+
+def test_registered() -> None:
+    assert {"itemcf", "swing", "item2vec"} <= set(REGISTRY)
+
+
+def test_itemcf_cosine_by_hand(toy) -> None:
+    m = ItemCF(k=5, progress=False).fit(toy)
+    assert _sim(m, 0, 1) == pytest.approx(2 / math.sqrt(2 * 3))
+    assert _sim(m, 0, 2) == pytest.approx(1 / math.sqrt(2 * 2))
+    assert _sim(m, 1, 0) == pytest.approx(_sim(m, 0, 1))
+    assert 0 not in m.similar_items(0)[0]  # never its own neighbour
+
+
+def test_itemcf_inverse_user_frequency_by_hand(toy) -> None:
+    m = ItemCF(k=5, iuf=True, progress=False).fit(toy)
+    assert _sim(m, 0, 1) == pytest.approx((1 / math.log(3) + 1 / math.log(4)) / math.sqrt(6), rel=1e-5)
+    assert _sim(m, 0, 2) == pytest.approx((1 / math.log(4)) / 2, rel=1e-5)
+
+
+def test_swing_by_hand(toy) -> None:
+    plain = Swing(k=5, alpha=1.0, user_power=0.0, progress=False).fit(toy)
+    assert _sim(plain, 0, 1) == pytest.approx(1 / 3)  # users {a, b} share {0, 1}: 1 / (1 + 2)
+    assert _sim(plain, 1, 2) == pytest.approx(1 / 3)  # users {b, c} share {1, 2}
+    assert _sim(plain, 0, 2) == 0.0  # only one user has both: no swing
+    weighted = Swing(k=5, alpha=1.0, user_power=0.5, progress=False).fit(toy)
+    assert _sim(weighted, 0, 1) == pytest.approx((2**-0.5 * 3**-0.5) / 3, rel=1e-5)
+
+
+def _swing_reference(histories: list[set[int]], n_items: int, alpha: float, power: float) -> np.ndarray:
+    users_of = [[u for u, h in enumerate(histories) if i in h] for i in range(n_items)]
+    sim = np.zeros((n_items, n_items))
+    for i in range(n_items):
+        for u, v in itertools.combinations(users_of[i], 2):
+            common = histories[u] & histories[v]
+            w = len(histories[u]) ** -power * len(histories[v]) ** -power / (alpha + len(common))
+            for j in common - {i}:
+                sim[i, j] += w
+    return sim
+
+
+def test_swing_matches_the_triple_loop() -> None:
+    data = two_communities(n_users=40, n_items=16, per_user=5, seed=3).interactions
+    histories = [set(data.history(u).tolist()) for u in range(data.n_users)]
+    ref = _swing_reference(histories, data.n_items, alpha=0.5, power=0.3)
+    m = Swing(k=16, alpha=0.5, user_power=0.3, progress=False).fit(data)
+    for i in range(data.n_items):
+        ids, vals = m.similar_items(i)
+        np.testing.assert_allclose(vals, ref[i, ids], rtol=1e-5)
+        assert len(ids) == (ref[i] > 0).sum()
+
+
+def test_serving_aggregates_the_last_items(toy) -> None:
+    m = ItemCF(k=5, last_n=1, fallback="none", progress=False).fit(toy)
+    # user a's last item is i1: scores are the row of i1
+    row = m.score(np.array([0])).numpy()[0]
+    assert row[0] == pytest.approx(_sim(m, 1, 0)) and row[2] == pytest.approx(_sim(m, 1, 2))
+    decayed = ItemCF(k=5, last_n=2, recency_decay=0.5, fallback="none", progress=False).fit(toy)
+    row = decayed.score(np.array([0])).numpy()[0]
+    assert row[2] == pytest.approx(_sim(decayed, 1, 2) + 0.5 * _sim(decayed, 0, 2))
+
+
+def test_popularity_fallback_keeps_neighbours_first(toy) -> None:
+    m = ItemCF(k=1, last_n=1, progress=False).fit(toy)
+    scores = m.score(np.array([2])).numpy()[0]  # user c, last item i2: its one neighbour is i1
+    top = m.similar_items(2)[0][0]
+    assert scores[top] > 1.0 and all(scores[j] < 1.0 for j in range(3) if j != top)
+
+
+def test_weights_change_similarity(toy) -> None:
+    w = np.ones(len(toy), np.float32)
+    w[-1] = 0.25  # c's i2 event counts less
+    m = ItemCF(k=5, fallback="none", progress=False).fit(toy, weights=w)
+    assert _sim(m, 1, 2) < _sim(ItemCF(k=5, progress=False).fit(toy), 1, 2)
+    with pytest.raises(ValueError, match="positive"):
+        ItemCF(progress=False).fit(toy, weights=np.zeros(len(toy)))
+
+
+def test_skipgram_pairs_respect_users_and_window() -> None:
+    users = np.array([0, 0, 0, 1, 1])
+    c, o = skipgram_pairs(users, np.arange(5), window=1)
+    assert sorted(zip(c.tolist(), o.tolist(), strict=True)) == [(0, 1), (1, 0), (1, 2), (2, 1), (3, 4), (4, 3)]
+    c, _ = skipgram_pairs(users, np.arange(5), window=None)
+    assert len(c) == 2 * (3 + 1)
+
+
+def test_item2vec_finds_communities() -> None:
+    dataset = two_communities(n_users=200, n_items=20, per_user=6, seed=0)
+    group = np.array([int(name[1:]) >= 10 for name in dataset.items.decode(np.arange(20))])
+    m = Item2Vec(k=5, dim=16, epochs=5, lr=0.05, progress=False).fit(dataset.interactions)
+    same = np.mean([(group[m.similar_items(i)[0]] == group[i]).mean() for i in range(20)])
+    assert same > 0.9
+
+
+@pytest.mark.parametrize("cls", [ItemCF, Swing, Item2Vec])
+def test_save_load_roundtrip(cls, toy, tmp_path) -> None:
+    extra = {"epochs": 1, "dim": 8} if cls is Item2Vec else {}
+    m = cls(k=3, progress=False, **extra).fit(toy)
+    loaded = Recommender.load(m.save(tmp_path / "m.pt"))
+    assert isinstance(loaded, cls) and loaded.get_params() == m.get_params()
+    np.testing.assert_array_equal(loaded.neighbors_, m.neighbors_)
+    np.testing.assert_array_equal(loaded.score(np.arange(3)).numpy(), m.score(np.arange(3)).numpy())
+
+
+def test_bad_settings(toy) -> None:
+    with pytest.raises(ValueError, match="last_n"):
+        ItemCF(last_n=0).fit(toy)
+    with pytest.raises(ValueError, match="alpha"):
+        Swing(alpha=0.0, progress=False).fit(toy)
+    with pytest.raises(ValueError, match="empty"):
+        ItemCF().fit(toy.select(np.zeros(len(toy), bool)))
+
+
+@pytest.mark.realdata
+def test_movielens_i2i_beats_popularity(shared_datasets: Path) -> None:
+    split = leave_one_out(load_dataset(shared_datasets / "movielens-100k", cache=False))
+    slices = make_slices(split.train)
+    pop = evaluate(MostPopular().fit(split.train), split, ks=(20,), slices=slices).summary()
+    for model in (ItemCF(iuf=True, progress=False), Swing(progress=False)):
+        got = evaluate(model.fit(split.train), split, ks=(20,), slices=slices).summary()
+        assert got["Recall@20"] > pop["Recall@20"] * 1.3, type(model).__name__
+        assert got["long_tail/Recall@20"] > pop["long_tail/Recall@20"]
+
+
+def test_swing_unit_weights_equal_unweighted_and_lower_weights_lower_similarity(toy) -> None:
+    plain = Swing(k=5, progress=False).fit(toy)
+    ones = Swing(k=5, progress=False).fit(toy, weights=np.ones(len(toy), np.float32))
+    np.testing.assert_allclose(ones.neighbor_scores_, plain.neighbor_scores_, rtol=1e-6)
+    w = np.ones(len(toy), np.float32)
+    w[0] = 0.5  # a's i0
+    assert _sim(Swing(k=5, progress=False).fit(toy, weights=w), 0, 1) == pytest.approx(0.5 * _sim(plain, 0, 1))
