@@ -16,15 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from llmboost.data.interactions import Interactions
 from llmboost.data.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from llmboost.data.text import ItemText
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +122,13 @@ class Dataset:
             self.user_meta.iloc[keep_users].reset_index(drop=True),
             log,
         )
+
+    def item_text(self, fields: Sequence[str] = ("title",), max_chars: int | None = None, **options: Any) -> ItemText:
+        """The items' text (titles with the year for MovieLens, other fields appended); see
+        :meth:`llmboost.data.text.ItemText.from_dataset`."""
+        from llmboost.data.text import ItemText
+
+        return ItemText.from_dataset(self, fields, max_chars, **options)
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from llmboost.data.dataset import Dataset
 from llmboost.data.interactions import Interactions
+
+if TYPE_CHECKING:
+    from llmboost.data.text import ItemText
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ class Split:
     test: Interactions
     strategy: str
     log: list[str] = field(default_factory=list)
+    dataset: Dataset | None = field(default=None, repr=False)
+    """The dataset it was split from (for item text and metadata); ``None`` after :meth:`load`."""
 
     @property
     def n_users(self) -> int:
@@ -55,7 +61,17 @@ class Split:
         training events for validation, training plus validation events for test."""
         return self.train if stage == "valid" else Interactions.concat([self.train, self.valid])
 
+    def item_text(self, fields: Sequence[str] = ("title",), max_chars: int | None = None, **options: Any) -> ItemText:
+        """The dataset's item text (see :meth:`Dataset.item_text`); needs :attr:`dataset`."""
+        if self.dataset is None:
+            raise ValueError(
+                "this split carries no dataset (a split read with Split.load); use dataset.item_text(...) "
+                "on the dataset it was made from"
+            )
+        return self.dataset.item_text(fields, max_chars, **options)
+
     def save(self, path: str | Path) -> Path:
+        """Write train/valid/test as Parquet plus ``split.json`` (the dataset is not saved with it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for part in ("train", "valid", "test"):
@@ -100,7 +116,7 @@ def leave_one_out(dataset: Dataset, keep_unseen_items: bool = False) -> Split:
     short = int((counts < 3).sum() - (counts == 0).sum())
     if short:
         log.append(f"{short} users with fewer than 3 events kept all of them in training")
-    return _finish(events, role, "leave_one_out", log, keep_unseen_items)
+    return _finish(dataset, role, "leave_one_out", log, keep_unseen_items)
 
 
 def temporal_split(
@@ -115,7 +131,7 @@ def temporal_split(
     valid_cut = np.quantile(ts, 1.0 - test_fraction - valid_fraction, method="higher")
     role = np.where(ts >= test_cut, 2, np.where(ts >= valid_cut, 1, 0))
     log = [f"validation from t={int(valid_cut)}, test from t={int(test_cut)}"]
-    return _finish(events, role, "temporal", log, keep_unseen_items)
+    return _finish(dataset, role, "temporal", log, keep_unseen_items)
 
 
 def random_split(
@@ -127,10 +143,9 @@ def random_split(
 ) -> Split:
     """Each event goes to validation or test with the given probabilities (seeded), else to train."""
     _check_fractions(valid_fraction, test_fraction)
-    events = dataset.interactions
-    draw = np.random.default_rng(seed).random(len(events))
+    draw = np.random.default_rng(seed).random(len(dataset.interactions))
     role = np.where(draw < test_fraction, 2, np.where(draw < test_fraction + valid_fraction, 1, 0))
-    return _finish(events, role, f"random(seed={seed})", [], keep_unseen_items)
+    return _finish(dataset, role, f"random(seed={seed})", [], keep_unseen_items)
 
 
 def split_dataset(dataset: Dataset, strategy: str = "leave_one_out", **options: object) -> Split:
@@ -146,7 +161,8 @@ def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
         raise ValueError(f"bad split fractions: valid={valid_fraction}, test={test_fraction}")
 
 
-def _finish(events: Interactions, role: np.ndarray, strategy: str, log: list[str], keep_unseen: bool) -> Split:
+def _finish(dataset: Dataset, role: np.ndarray, strategy: str, log: list[str], keep_unseen: bool) -> Split:
+    events = dataset.interactions
     train = events.select(role == 0)
     in_train_items = train.item_counts() > 0
     in_train_users = train.user_counts() > 0
@@ -165,4 +181,4 @@ def _finish(events: Interactions, role: np.ndarray, strategy: str, log: list[str
         parts.append(part.select(keep))
     for line in log:
         logger.info("%s split: %s", strategy, line)
-    return Split(train, parts[0], parts[1], strategy, log)
+    return Split(train, parts[0], parts[1], strategy, log, dataset)
