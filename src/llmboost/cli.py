@@ -176,3 +176,5 @@ def _print_metrics(result: dict) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+main.add_command(__import__("llmboost.methods.cemg.cli", fromlist=["cemg"]).cemg)

@@ -24,7 +24,7 @@ VARIANTS = ("sasrec", "tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "ce
 class FeatureConfig:
     """Item features (paper: item representations, text + visual + collaborative)."""
 
-    text_fields: list[str] = field(default_factory=lambda: ["title"])  #: item text fields joined
+    text_fields: list[str] = field(default_factory=lambda: ["title", "genres"])  #: text fields; absent ones skipped
     text_model: str = "all-minilm-l6-v2"  #: sentence-transformers model (offline built-in default)
     llm_hidden: str | None = None  #: LLM setting whose mean hidden states are an extra text modality
     visual_file: str | None = None  #: Parquet/CSV/npy image features, one row per item id

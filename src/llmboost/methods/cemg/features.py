@@ -91,17 +91,15 @@ class ItemFeatures:
 
 
 def item_texts(dataset: Dataset, fields: Sequence[str] = ("title",)) -> list[str]:
-    """One text per item id: the given metadata fields joined with ". " (empty fields skipped)."""
-    missing = [f for f in fields if f not in dataset.item_meta.columns]
-    if missing:
-        raise ValueError(
-            f"item text field(s) {missing} not in dataset {dataset.name}; it has {list(dataset.item_meta.columns)}"
-        )
-    parts = [dataset.item_meta[f].fillna("").astype(str).str.strip() for f in fields]
-    texts = parts[0]
-    for part in parts[1:]:
-        texts = texts.str.cat(part, sep=". ").str.strip(". ")
-    return texts.tolist()
+    """One text per item id from the core's :class:`~llmboost.data.text.ItemText`; fields the dataset
+    lacks are skipped with a warning (the CPU preset asks for genres, which only MovieLens has)."""
+    have = [f for f in fields if f in dataset.item_meta.columns]
+    if not have:
+        raise ValueError(f"none of the text fields {list(fields)} is in dataset {dataset.name}; "
+                         f"it has {list(dataset.item_meta.columns)}")
+    if len(have) < len(fields):
+        logger.warning("%s: text fields %s absent, using %s", dataset.name, sorted(set(fields) - set(have)), have)
+    return dataset.item_text(have).texts
 
 
 def text_modality(
