@@ -135,7 +135,7 @@ def preset(name: str) -> CEMGConfig:
         config.rqvae.epochs = 100
         config.generator.epochs = 15
         config.sasrec_params = {"epochs": 60, "patience": 5}
-        config.features.collab_params = {"epochs": 60, "patience": 5}
+        config.features.collab_params = {"epochs": 60, "patience": 5}  # = SASRec baseline: trained once
         return config
     # quick: one small dataset, small codebooks, few epochs
     config.datasets = ["../shared/datasets/movielens-100k"]

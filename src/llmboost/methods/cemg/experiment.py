@@ -191,7 +191,7 @@ def _run_dataset(config: CEMGConfig, source: str, out_dir: Path, progress: bool)
 
 def _collaborative(config: CEMGConfig, split: Split, seed: int, seed_dir: Path, progress: bool) -> np.ndarray:
     """CF item embeddings from SASRec or BPR-MF trained on this seed (cached per seed)."""
-    path = seed_dir / f"collab-{config.features.collab_model}-{_hash(config.features.collab_params)}.npy"
+    path = _collab_path(config, seed_dir)
     if path.exists():
         return np.load(path)
     model = build(config.features.collab_model, **{**config.features.collab_params, "seed": seed,
@@ -203,6 +203,15 @@ def _collaborative(config: CEMGConfig, split: Split, seed: int, seed_dir: Path, 
     return embeddings
 
 
+def _collab_is_sasrec(config: CEMGConfig) -> bool:
+    return config.features.collab_model == "sasrec" and config.features.collab_params == config.sasrec_params
+
+
+def _collab_path(config: CEMGConfig, seed_dir: Path) -> Path:
+    params = config.features.collab_params
+    return seed_dir / f"collab-{config.features.collab_model}-{_hash([params, config.max_users])}.npy"
+
+
 def _run_variant(config: CEMGConfig, variant: str, split: Split, features: ItemFeatures, history: Interactions,
                  targets: Interactions, slices: Any, seed: int, stage_dir: Path, progress: bool,
                  dataset: Dataset) -> dict[str, Any]:
@@ -212,6 +221,9 @@ def _run_variant(config: CEMGConfig, variant: str, split: Split, features: ItemF
         model = build("sasrec", **{**config.sasrec_params, "seed": seed, "progress": progress}).fit(
             split.train, split.valid)
         result = evaluate_targets(model, history, targets, ks=ks, slices=slices)
+        if _collab_is_sasrec(config):  # the baseline doubles as the source of collaborative embeddings
+            stage_dir.parent.mkdir(parents=True, exist_ok=True)
+            np.save(_collab_path(config, stage_dir.parent), collaborative_embeddings(model))
         return {"metrics": _clean(result.summary()), "seconds": time.perf_counter() - started,
                 "epochs": len(model.history_)}
     vectors, info = item_vectors(variant, config, features, seed)
@@ -235,10 +247,11 @@ def _run_variant(config: CEMGConfig, variant: str, split: Split, features: ItemF
                                       g.max_history, g.targets_per_user, g.epochs, g.batch_size, g.lr, g.patience,
                                       g.beam, g.valid_users, seed, progress).fit(split.train, split.valid)
     result = evaluate_lists(model, history, targets, ks, slices)
+    metrics = {k: v for k, v in _clean(result.summary()).items() if not k.endswith("MRR")}  # lists: no MRR
     stats = dict(ids.stats)
     stats["reconstruction_mse"] = rqvae.reconstruction_error(vectors)
     stats["rqvae_seconds"] = rqvae.fit_seconds_
-    return {"metrics": _clean(result.summary()), "seconds": time.perf_counter() - started, "codebook": stats,
+    return {"metrics": metrics, "seconds": time.perf_counter() - started, "codebook": stats,
             "id_fingerprint": ids.fingerprint(), "epochs": len(getattr(model, "history_", [])), **info}
 
 
