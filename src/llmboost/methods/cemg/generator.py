@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -43,8 +44,10 @@ class Seq2SeqNetwork(nn.Module):
         self.token = nn.Embedding(vocab, d_model, padding_idx=0)
         self.slot = nn.Embedding(max_history, d_model)
         self.level = nn.Embedding(self.levels + 1, d_model)
-        self.transformer = nn.Transformer(d_model, heads, layers, layers, ff, dropout, batch_first=True,
-                                          norm_first=True)
+        with warnings.catch_warnings():  # nested tensors do not apply to pre-norm layers; torch says so loudly
+            warnings.simplefilter("ignore", UserWarning)
+            self.transformer = nn.Transformer(d_model, heads, layers, layers, ff, dropout, batch_first=True,
+                                              norm_first=True)
         self.head = nn.Linear(d_model, vocab - 1)
         level_of_column = np.repeat(np.arange(self.levels), sizes)
         self.register_buffer("column_level", torch.from_numpy(level_of_column), persistent=False)
