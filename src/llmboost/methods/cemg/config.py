@@ -17,7 +17,8 @@ import yaml
 
 from llmboost.config import ConfigError, _set_dotted, from_mapping, to_dict
 
-VARIANTS = ("sasrec", "tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")
+DEFAULT_VARIANTS = ("sasrec", "tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")
+VARIANTS = (*DEFAULT_VARIANTS, "cemg_llm")  #: cemg_llm: the LLM generator on CEMG's IDs (slow on CPU)
 
 
 @dataclass
@@ -93,7 +94,7 @@ class CEMGConfig:
     """One CEMG experiment over datasets x variants x seeds."""
 
     datasets: list[str] = field(default_factory=lambda: ["../shared/datasets/amazon-beauty"])
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     ks: list[int] = field(default_factory=lambda: [5, 10])
     test_users: int | None = None  #: evaluate a random sample of test users (None = all)
@@ -125,6 +126,8 @@ def preset(name: str) -> CEMGConfig:
         config.rqvae.epochs = 3000
         config.fusion.epochs = 200
         config.sasrec_params = {"epochs": 200}
+        config.variants = list(VARIANTS)
+        config.generator.llm_examples = 200_000
         return config
     if name == "cpu":
         config.datasets = [

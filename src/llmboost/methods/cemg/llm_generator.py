@@ -187,6 +187,7 @@ class LLMGenerativeRecommender(Recommender):
         history = self.train_ if history is None else history
         users = np.asarray(users, dtype=np.int64)
         out = np.full((len(users), k), -1, dtype=np.int64)
+        batch_size = min(batch_size, 16)  # beams x prompts rows go through the LM at once
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
             items = self.generate([history.history(u) for u in batch], max(self.beam, k))
