@@ -82,3 +82,20 @@ def test_each_variant_tokenizes_its_own_item_vectors() -> None:
               ("tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")}
     assert shapes == {"tiger": (80, 24), "cemg": (80, 8), "cemg_no_guidance": (80, 8),
                       "cemg_no_fusion": (80, 24 + 12 + 8), "cemg_collab_only": (80, 8)}
+
+
+def test_cli_reports_bad_config_and_shows_an_id_table(tmp_path: Path) -> None:
+    import numpy as np
+    from click.testing import CliRunner
+
+    from llmboost.cli import main
+    from llmboost.methods.cemg.semantic_ids import SemanticIDs
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["cemg", "run", "nope"])
+    assert result.exit_code != 0 and "neither a preset" in result.output
+    result = runner.invoke(main, ["cemg", "run", "quick", "rqvae.levels=zero"])
+    assert result.exit_code != 0 and "rqvae.levels must be int" in result.output
+    SemanticIDs.build(np.array([[0, 1], [0, 1], [1, 0]]), 2).save(tmp_path)
+    result = runner.invoke(main, ["cemg", "ids", str(tmp_path)])
+    assert result.exit_code == 0 and '"collision_rate": 0.666' in result.output
