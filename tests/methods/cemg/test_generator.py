@@ -78,3 +78,19 @@ def test_generator_rejects_a_table_of_another_catalog() -> None:
     train = Interactions.from_frame(pd.DataFrame({"user": [0, 0], "item": [0, 1], "timestamp": [1, 2]}), 1, 12)
     with pytest.raises(ValueError, match="ID table has 10 items"):
         GenerativeRecommender(ids.codes, ids.sizes, epochs=1, progress=False).fit(train)
+
+
+def test_cached_beam_decoder_matches_the_transformer_decoder() -> None:
+    import torch
+
+    ids = random_ids(50, seed=2)
+    model = GenerativeRecommender(ids.codes, ids.sizes, d_model=32, layers=2, heads=4, ff=64, max_history=6)
+    from llmboost.methods.cemg.generator import Seq2SeqNetwork
+
+    network = Seq2SeqNetwork(ids.sizes, 6, 32, 2, 4, 64, 0.1).eval()
+    histories = np.random.default_rng(0).integers(-1, 50, (3, 6))
+    memory, pad = network.encode(model._history_tokens(histories))
+    prefix = model._tokens[torch.randint(1, 51, (3, 5))][:, :, :2]  # (B=3, beams=5, T=2) code tokens
+    fast = network.decode_last(network.cross_cache(memory), pad, prefix)
+    slow = network.decode(memory.repeat_interleave(5, 0), pad.repeat_interleave(5, 0), prefix.reshape(15, 2))[:, -1]
+    torch.testing.assert_close(fast.reshape(15, -1), slow, rtol=1e-4, atol=1e-5)

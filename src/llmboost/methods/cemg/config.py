@@ -83,7 +83,7 @@ class GeneratorConfig:
     patience: int = 3  #: epochs without validation improvement before stopping
     beam: int = 20  #: beam width of constrained decoding
     valid_users: int | None = 2000  #: users evaluated for early stopping (random sample)
-    llm_model: str = "smollm2"  #: causal LM setting for kind=llm
+    llm_model: str = "smollm2-135m-instruct"  #: causal LM setting (built-in SmolLM2 GGUF)
     llm_examples: int = 2000  #: training sequences for the LLM stage (CPU: keep small)
     llm_epochs: int = 1
     llm_lr: float = 5e-4

@@ -75,6 +75,64 @@ class Seq2SeqNetwork(nn.Module):
         return self.head(out)
 
 
+    def _decoder_input(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Embeddings of BOS + ``prefix`` tokens (..., T) -> (..., T+1, d), as in :meth:`decode`."""
+        bos = torch.zeros(*prefix.shape[:-1], 1, dtype=torch.long, device=prefix.device)
+        tokens = torch.cat([bos, prefix], -1)
+        t = tokens.shape[-1]
+        x = self.token(tokens) + self.level.weight[self.levels] * (tokens == 0).unsqueeze(-1)
+        return x + self.level.weight[:t]
+
+    def cross_cache(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention keys and values of ``memory``, (B, heads, S, dh), computed
+        once per user and shared by all beams and steps of the search."""
+        cache = []
+        for layer in self.transformer.decoder.layers:
+            attn = layer.multihead_attn
+            d, h = attn.embed_dim, attn.num_heads
+            w, b = attn.in_proj_weight, attn.in_proj_bias
+            k = F.linear(memory, w[d : 2 * d], b[d : 2 * d])
+            v = F.linear(memory, w[2 * d :], b[2 * d :])
+            cache.append(tuple(_heads(x, h) for x in (k, v)))
+        return cache  # type: ignore[return-value]
+
+    def decode_last(self, cache: list[tuple[torch.Tensor, torch.Tensor]], pad: torch.Tensor,
+                    prefix: torch.Tensor) -> torch.Tensor:
+        """Logits of the next code after ``prefix`` (B, beams, T) for every beam, (B, beams, V): the decoder of
+        :meth:`decode` in eval mode, with beams folded into the query length of the cross-attention so the
+        user's memory is never copied per beam."""
+        b, beams, t = prefix.shape
+        x = self._decoder_input(prefix).reshape(b * beams, t + 1, -1)
+        keep = ~pad[:, None, None, :]  # (B, 1, 1, S): True = attend
+        for index, layer in enumerate(self.transformer.decoder.layers):
+            mk, mv = cache[index]
+            sa = layer.self_attn
+            h = sa.num_heads
+            y = layer.norm1(x)
+            q, k, v = F.linear(y, sa.in_proj_weight, sa.in_proj_bias).chunk(3, -1)
+            att = F.scaled_dot_product_attention(_heads(q, h), _heads(k, h), _heads(v, h), is_causal=True)
+            x = x + sa.out_proj(_merge(att))
+            ca = layer.multihead_attn
+            d = ca.embed_dim
+            y = layer.norm2(x).reshape(b, beams * (t + 1), d)
+            q = F.linear(y, ca.in_proj_weight[:d], ca.in_proj_bias[:d])
+            att = F.scaled_dot_product_attention(_heads(q, h), mk, mv, attn_mask=keep)
+            x = x + ca.out_proj(_merge(att)).reshape(b * beams, t + 1, d)
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+        x = self.transformer.decoder.norm(x[:, -1])
+        return self.head(x).reshape(b, beams, -1)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    n, length, d = x.shape
+    return x.reshape(n, length, heads, d // heads).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    n, heads, length, dh = x.shape
+    return x.transpose(1, 2).reshape(n, length, heads * dh)
+
+
 class GenerativeRecommender(Recommender):
     """Next-item recommendation by constrained generation of semantic IDs; a list-only recommender
     (``ranks_only``): it returns top-K lists, evaluated with the same metrics as score-based models."""
@@ -228,34 +286,34 @@ class GenerativeRecommender(Recommender):
         beam = beam or self.beam
         self.network_.eval()
         memory, pad = self.network_.encode(self._history_tokens(histories))
+        cache = self.network_.cross_cache(memory)
         b = len(histories)
-        memory = memory.repeat_interleave(beam, 0)
-        pad = pad.repeat_interleave(beam, 0)
-        nodes = torch.zeros(b * beam, dtype=torch.long)
-        scores = torch.full((b, beam), float("-inf"))
-        scores[:, 0] = 0.0
-        prefix = torch.zeros(b * beam, 0, dtype=torch.long)
+        nodes = torch.zeros(b, 1, dtype=torch.long)  # one live beam per user before the first code
+        scores = torch.zeros(b, 1)
+        prefix = torch.zeros(b, 1, 0, dtype=torch.long)
         offsets = self.network_.offsets
         for level, size in enumerate(self.sizes):
-            logits = self.network_.decode(memory, pad, prefix)[:, -1, offsets[level] : offsets[level] + size]
-            allowed = self.trie_.allowed(nodes.clamp(max=len(self.trie_.children) - 1))[:, :size]
-            logp = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), -1)
-            logp = logp.masked_fill(~allowed, float("-inf"))
-            candidates = (scores.reshape(-1, 1) + logp).reshape(b, beam * size)
-            top, index = candidates.topk(beam, dim=1)
-            parent = index // size + torch.arange(b).unsqueeze(1) * beam
-            code = index % size
-            parent, code = parent.reshape(-1), code.reshape(-1)
-            child = self.trie_.step(nodes[parent], code)
-            valid = torch.isfinite(top.reshape(-1)) & (child >= 0)
+            live = nodes.shape[1]
+            logits = self.network_.decode_last(cache, pad, prefix)[..., offsets[level] : offsets[level] + size]
+            allowed = self.trie_.allowed(nodes.reshape(-1)).reshape(b, live, -1)[..., :size]
+            logits = logits.masked_fill(~allowed, float("-inf"))
+            logp = torch.log_softmax(logits, -1).masked_fill(~allowed, float("-inf"))
+            top, index = (scores.unsqueeze(-1) + logp).reshape(b, live * size).topk(min(beam, live * size), dim=1)
+            parent, code = index // size, index % size
+            child = self.trie_.step(nodes.gather(1, parent).reshape(-1), code.reshape(-1)).reshape(b, -1)
+            valid = torch.isfinite(top) & (child >= 0)
             nodes = torch.where(valid, child, torch.zeros_like(child))
-            scores = top.masked_fill(~valid.reshape(b, beam), float("-inf"))
-            token = 1 + offsets[level] + code
-            prefix = torch.cat([prefix[parent], token.unsqueeze(1)], 1)
-        finite = torch.isfinite(scores.reshape(-1))
-        items = torch.full((b * beam,), -1, dtype=torch.long)
-        items[finite] = self.trie_.items(nodes[finite])
-        return items.reshape(b, beam).numpy(), scores.numpy()
+            scores = top.masked_fill(~valid, float("-inf"))
+            width = prefix.shape[2]
+            kept = prefix.gather(1, parent.unsqueeze(-1).expand(-1, -1, width))
+            prefix = torch.cat([kept, (1 + offsets[level] + code).unsqueeze(-1)], 2)
+        items = torch.full((b, beam), -1, dtype=torch.long)
+        out_scores = torch.full((b, beam), float("-inf"))
+        finite = torch.isfinite(scores)
+        live = scores.shape[1]
+        items[:, :live][finite] = self.trie_.items(nodes[finite])
+        out_scores[:, :live] = scores
+        return items.numpy(), out_scores.numpy()
 
     def recommend(
         self,

@@ -41,7 +41,7 @@ class LLMGenerativeRecommender(Recommender):
         self,
         codes: np.ndarray,
         sizes: list[int],
-        model: str = "smollm2",
+        model: str = "smollm2-135m-instruct",
         max_history: int = 10,
         examples: int = 2000,
         epochs: int = 1,
