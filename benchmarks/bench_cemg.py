@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="users per generation/scoring batch")
     parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--rq-epochs", type=int, default=50)
+    parser.add_argument("--generator-epochs", type=int, default=1,
+                        help="0 skips training the generator (latency does not depend on it)")
     parser.add_argument("--cache", default=str(ROOT / ".cache" / "embeddings"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,9 +76,13 @@ def main() -> None:
 
     g = config.generator
     generator = GenerativeRecommender(ids.codes, ids.sizes, g.d_model, g.layers, g.heads, g.ff, g.dropout,
-                                      g.max_history, targets_per_user=1, epochs=1, beam=args.beam,
+                                      g.max_history, targets_per_user=1, epochs=args.generator_epochs, beam=args.beam,
                                       progress=False).fit(split.train)
     sasrec = build("sasrec", epochs=1, progress=False).fit(split.train)
+    if generator.history_:
+        out["generator_epoch"] = {"examples": int(split.train.active_users().size),
+                                  "seconds": generator.history_[0]["train_seconds"]}
+    out["sasrec_epoch_seconds"] = sasrec.history_[0]["train_seconds"]
     history = split.history("test")
     users = split.test.active_users()[: args.users]
 

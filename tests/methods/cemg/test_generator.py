@@ -90,7 +90,12 @@ def test_cached_beam_decoder_matches_the_transformer_decoder() -> None:
     network = Seq2SeqNetwork(ids.sizes, 6, 32, 2, 4, 64, 0.1).eval()
     histories = np.random.default_rng(0).integers(-1, 50, (3, 6))
     memory, pad = network.encode(model._history_tokens(histories))
-    prefix = model._tokens[torch.randint(1, 51, (3, 5))][:, :, :2]  # (B=3, beams=5, T=2) code tokens
-    fast = network.decode_last(network.cross_cache(memory), pad, prefix)
-    slow = network.decode(memory.repeat_interleave(5, 0), pad.repeat_interleave(5, 0), prefix.reshape(15, 2))[:, -1]
-    torch.testing.assert_close(fast.reshape(15, -1), slow, rtol=1e-4, atol=1e-5)
+    prefix = model._tokens[torch.randint(1, 51, (3, 5))]  # (B=3, beams=5, L) code tokens
+    cross, cache = network.cross_cache(memory), None
+    token = torch.zeros(3, 5, dtype=torch.long)
+    for step in range(3):
+        fast, cache = network.decode_step(cross, pad, token, step, cache)
+        slow = network.decode(memory.repeat_interleave(5, 0), pad.repeat_interleave(5, 0),
+                              prefix[:, :, :step].reshape(15, step))[:, -1]
+        torch.testing.assert_close(fast.reshape(15, -1), slow, rtol=1e-4, atol=1e-5)
+        token = prefix[:, :, step]

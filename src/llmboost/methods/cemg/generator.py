@@ -96,31 +96,33 @@ class Seq2SeqNetwork(nn.Module):
             cache.append(tuple(_heads(x, h) for x in (k, v)))
         return cache  # type: ignore[return-value]
 
-    def decode_last(self, cache: list[tuple[torch.Tensor, torch.Tensor]], pad: torch.Tensor,
-                    prefix: torch.Tensor) -> torch.Tensor:
-        """Logits of the next code after ``prefix`` (B, beams, T) for every beam, (B, beams, V): the decoder of
-        :meth:`decode` in eval mode, with beams folded into the query length of the cross-attention so the
-        user's memory is never copied per beam."""
-        b, beams, t = prefix.shape
-        x = self._decoder_input(prefix).reshape(b * beams, t + 1, -1)
+    def decode_step(self, cross: list[tuple[torch.Tensor, torch.Tensor]], pad: torch.Tensor, token: torch.Tensor,
+                    step: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None) -> tuple[torch.Tensor, list]:
+        """One incremental decoder step for every beam: ``token`` (B, beams) is the token at position
+        ``step`` (BOS = 0 at step 0); returns next-code logits (B, beams, V) and the self-attention
+        key/value cache extended by this position. Equal to :meth:`decode` in eval mode, but each step
+        computes only its new position, and beams are folded into the query length of the
+        cross-attention so a user's memory is never copied per beam."""
+        b, beams = token.shape
+        x = self.token(token) + self.level.weight[step] + self.level.weight[self.levels] * (token == 0).unsqueeze(-1)
+        x = x.reshape(b * beams, 1, -1)
         keep = ~pad[:, None, None, :]  # (B, 1, 1, S): True = attend
+        new_cache = []
         for index, layer in enumerate(self.transformer.decoder.layers):
-            mk, mv = cache[index]
-            sa = layer.self_attn
-            h = sa.num_heads
-            y = layer.norm1(x)
-            q, k, v = F.linear(y, sa.in_proj_weight, sa.in_proj_bias).chunk(3, -1)
-            att = F.scaled_dot_product_attention(_heads(q, h), _heads(k, h), _heads(v, h), is_causal=True)
-            x = x + sa.out_proj(_merge(att))
-            ca = layer.multihead_attn
-            d = ca.embed_dim
-            y = layer.norm2(x).reshape(b, beams * (t + 1), d)
-            q = F.linear(y, ca.in_proj_weight[:d], ca.in_proj_bias[:d])
+            sa, ca = layer.self_attn, layer.multihead_attn
+            h, d = sa.num_heads, sa.embed_dim
+            q, k, v = F.linear(layer.norm1(x), sa.in_proj_weight, sa.in_proj_bias).chunk(3, -1)
+            k, v = _heads(k, h), _heads(v, h)
+            if cache is not None:
+                k, v = torch.cat([cache[index][0], k], 2), torch.cat([cache[index][1], v], 2)
+            new_cache.append((k, v))
+            x = x + sa.out_proj(_merge(F.scaled_dot_product_attention(_heads(q, h), k, v)))
+            q = F.linear(layer.norm2(x).reshape(b, beams, d), ca.in_proj_weight[:d], ca.in_proj_bias[:d])
+            mk, mv = cross[index]
             att = F.scaled_dot_product_attention(_heads(q, h), mk, mv, attn_mask=keep)
-            x = x + ca.out_proj(_merge(att)).reshape(b * beams, t + 1, d)
+            x = x + ca.out_proj(_merge(att)).reshape(b * beams, 1, d)
             x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
-        x = self.transformer.decoder.norm(x[:, -1])
-        return self.head(x).reshape(b, beams, -1)
+        return self.head(self.transformer.decoder.norm(x[:, 0])).reshape(b, beams, -1), new_cache
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -286,15 +288,17 @@ class GenerativeRecommender(Recommender):
         beam = beam or self.beam
         self.network_.eval()
         memory, pad = self.network_.encode(self._history_tokens(histories))
-        cache = self.network_.cross_cache(memory)
+        cross = self.network_.cross_cache(memory)
         b = len(histories)
         nodes = torch.zeros(b, 1, dtype=torch.long)  # one live beam per user before the first code
         scores = torch.zeros(b, 1)
-        prefix = torch.zeros(b, 1, 0, dtype=torch.long)
+        token = torch.zeros(b, 1, dtype=torch.long)  # BOS
+        cache = None
         offsets = self.network_.offsets
         for level, size in enumerate(self.sizes):
             live = nodes.shape[1]
-            logits = self.network_.decode_last(cache, pad, prefix)[..., offsets[level] : offsets[level] + size]
+            logits, cache = self.network_.decode_step(cross, pad, token, level, cache)
+            logits = logits[..., offsets[level] : offsets[level] + size]
             allowed = self.trie_.allowed(nodes.reshape(-1)).reshape(b, live, -1)[..., :size]
             logits = logits.masked_fill(~allowed, float("-inf"))
             logp = torch.log_softmax(logits, -1).masked_fill(~allowed, float("-inf"))
@@ -304,9 +308,9 @@ class GenerativeRecommender(Recommender):
             valid = torch.isfinite(top) & (child >= 0)
             nodes = torch.where(valid, child, torch.zeros_like(child))
             scores = top.masked_fill(~valid, float("-inf"))
-            width = prefix.shape[2]
-            kept = prefix.gather(1, parent.unsqueeze(-1).expand(-1, -1, width))
-            prefix = torch.cat([kept, (1 + offsets[level] + code).unsqueeze(-1)], 2)
+            rows = (parent + torch.arange(b).unsqueeze(1) * live).reshape(-1)  # each new beam's parent row
+            cache = [(k[rows], v[rows]) for k, v in cache]
+            token = 1 + offsets[level] + code
         items = torch.full((b, beam), -1, dtype=torch.long)
         out_scores = torch.full((b, beam), float("-inf"))
         finite = torch.isfinite(scores)
