@@ -58,7 +58,8 @@ def test_histories_longer_than_the_context_keep_the_most_recent_items(ml100k) ->
     dataset, split = ml100k
     ids = random_ids(dataset.n_items, seed=1)
     model = GenerativeRecommender(ids.codes, ids.sizes, d_model=16, layers=1, heads=2, ff=32, max_history=5,
-                                  epochs=1, targets_per_user=1, progress=False).fit(split.train)
+                                  epochs=5, targets_per_user=1, progress=False, max_minutes=0.0).fit(split.train)
+    assert len(model.history_) == 1  # the time budget stops training after the first epoch
     user = int(np.argmax(split.train.user_counts()))
     full = split.train.history(user)
     assert len(full) > 5

@@ -82,6 +82,7 @@ class GeneratorConfig:
     lr: float = 1e-3
     patience: int = 3  #: epochs without validation improvement before stopping
     beam: int = 20  #: beam width of constrained decoding
+    max_minutes: float | None = None  #: no new training epoch after this many minutes (best epoch kept)
     valid_users: int | None = 2000  #: users evaluated for early stopping (random sample)
     llm_model: str = "smollm2-135m-instruct"  #: causal LM setting (built-in SmolLM2 GGUF)
     llm_examples: int = 2000  #: training sequences for the LLM stage (CPU: keep small)
@@ -137,8 +138,10 @@ def preset(name: str) -> CEMGConfig:
         ]
         config.rqvae.epochs = 100
         config.generator.epochs = 15
-        config.sasrec_params = {"epochs": 60, "patience": 5}
-        config.features.collab_params = {"epochs": 60, "patience": 5}  # = SASRec baseline: trained once
+        config.generator.targets_per_user = 3
+        config.generator.max_minutes = 25.0  # so each generator trains within 30 min on 2 cores
+        config.sasrec_params = {"epochs": 30, "patience": 5}
+        config.features.collab_params = {"epochs": 30, "patience": 5}  # = SASRec baseline: trained once
         return config
     # quick: one small dataset, small codebooks, few epochs
     config.datasets = ["../shared/datasets/movielens-100k"]

@@ -245,7 +245,8 @@ def _run_variant(config: CEMGConfig, variant: str, split: Split, features: ItemF
     else:
         model = GenerativeRecommender(ids.codes, ids.sizes, g.d_model, g.layers, g.heads, g.ff, g.dropout,
                                       g.max_history, g.targets_per_user, g.epochs, g.batch_size, g.lr, g.patience,
-                                      g.beam, g.valid_users, seed, progress).fit(split.train, split.valid)
+                                      g.beam, g.valid_users, seed, progress, g.max_minutes)
+        model.fit(split.train, split.valid)
     result = evaluate_lists(model, history, targets, ks, slices)
     metrics = {k: v for k, v in _clean(result.summary()).items() if not k.endswith("MRR")}  # lists: no MRR
     stats = dict(ids.stats)
@@ -296,8 +297,10 @@ def _stage_key(config: CEMGConfig, variant: str, data_fp: str, seed: int) -> str
     if variant == "sasrec":
         parts["sasrec"] = config.sasrec_params
     else:
-        parts |= {"features": to_dict(config.features), "rqvae": to_dict(config.rqvae),
-                  "generator": to_dict(config.generator)}
+        generator = to_dict(config.generator)
+        if generator["max_minutes"] is None:  # no budget = the behaviour before the setting existed: same key
+            del generator["max_minutes"]
+        parts |= {"features": to_dict(config.features), "rqvae": to_dict(config.rqvae), "generator": generator}
         if variant in ("cemg", "cemg_no_guidance", "cemg_llm"):
             parts["fusion"] = to_dict(config.fusion)
     return _hash(parts)

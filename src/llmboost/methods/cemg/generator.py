@@ -161,6 +161,7 @@ class GenerativeRecommender(Recommender):
         valid_users: int | None = 2000,
         seed: int = 0,
         progress: bool = True,
+        max_minutes: float | None = None,
     ) -> None:
         self.codes = np.asarray(codes, dtype=np.int64)
         self.sizes = list(sizes)
@@ -179,6 +180,7 @@ class GenerativeRecommender(Recommender):
         self.valid_users = valid_users
         self.seed = seed
         self.progress = progress
+        self.max_minutes = max_minutes
         if self.codes.ndim != 2 or self.codes.shape[1] != len(self.sizes):
             raise ValueError(f"codes must be (n_items, {len(self.sizes)}), got {self.codes.shape}")
         self.trie_ = SemanticIDTrie(self.codes)
@@ -212,7 +214,8 @@ class GenerativeRecommender(Recommender):
     # ------------------------------------------------------------------ training
     def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
         """Teacher-forced cross-entropy over each code of the target ID; early stopping on validation
-        NDCG@10 of the generated lists (a sample of ``valid_users``)."""
+        NDCG@10 of the generated lists (a sample of ``valid_users``); no new epoch starts after
+        ``max_minutes`` (the best epoch so far is kept)."""
         if train.n_items != len(self.codes):
             raise ValueError(f"ID table has {len(self.codes)} items, interactions have {train.n_items}")
         torch.manual_seed(self.seed)
@@ -230,7 +233,11 @@ class GenerativeRecommender(Recommender):
         self.history_: list[dict[str, float]] = []
         best, best_state, stale = -1.0, None, 0
         bar = tqdm(range(self.epochs), desc="train generator", disable=not self.progress, unit="epoch")
+        deadline = None if self.max_minutes is None else time.perf_counter() + 60 * self.max_minutes
         for epoch in bar:
+            if deadline is not None and epoch > 0 and time.perf_counter() > deadline:
+                logger.info("generator: time budget of %.1f min reached after %d epochs", self.max_minutes, epoch)
+                break
             started = time.perf_counter()
             self.network_.train()
             order = rng.permutation(len(targets))
