@@ -243,10 +243,20 @@ def _print_metrics(result: dict) -> None:
         click.echo(f"  {name:<24} {stats['mean']:.4f} ± {stats['std']:.4f}")
 
 
-from llmboost.methods.llm_i2i.cli import i2i as _i2i  # noqa: E402
+def _add_method_commands() -> None:
+    """Each method's click group (``llmboost sllmr|i2i|cemg|hallucination ...``)."""
+    import importlib
 
-main.add_command(_i2i)
+    for module, group in (
+        ("llmboost.methods.sllmr.cli", "sllmr"),
+        ("llmboost.methods.llm_i2i.cli", "i2i"),
+        ("llmboost.methods.cemg.cli", "cemg"),
+        ("llmboost.methods.hallucination.cli", "hallucination"),
+    ):
+        main.add_command(getattr(importlib.import_module(module), group))
+
+
+_add_method_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-main.add_command(__import__("llmboost.methods.sllmr.cli", fromlist=["sllmr"]).sllmr)

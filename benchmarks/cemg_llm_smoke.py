@@ -1,0 +1,50 @@
+"""Smoke run of CEMG's LLM stage with the packaged SmolLM2-135M-Instruct on MovieLens-100K (CPU-sized).
+
+Reads CEMG's seed-0 ID table from a finished ``llmboost cemg run`` (``runs/cemg-cpu-reduced``), fine-tunes
+on 64 (history, next item) examples, generates for 32 test users (beam 10) and writes
+``benchmarks/results/cemg-llm-smoke-movielens-100k.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmboost.data import load_dataset
+from llmboost.methods.cemg.experiment import evaluate_lists
+from llmboost.methods.cemg.llm_generator import LLMGenerativeRecommender
+from llmboost.methods.cemg.semantic_ids import SemanticIDs
+from llmboost.splitting import leave_one_out, make_slices
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    split = leave_one_out(load_dataset(str(ROOT.parent / "shared" / "datasets" / "movielens-100k")))
+    ids = SemanticIDs.load(ROOT / "runs" / "cemg-cpu-reduced" / "movielens-100k" / "seed-0" / "cemg")
+    started = time.time()
+    model = LLMGenerativeRecommender(ids.codes, ids.sizes, model="smollm2-135m-instruct", max_history=5,
+                                     examples=64, epochs=1, batch_size=8, beam=10, progress=False)
+    model.fit(split.train)
+    fit = time.time() - started
+    history = split.history("test")
+    users = split.test.active_users()[:32]
+    started = time.time()
+    items, _ = model.recommend(users, k=10, history=history)
+    generate = time.time() - started
+    targets = split.test.select(np.isin(split.test.users, users))
+    summary = evaluate_lists(model, history, targets, (5, 10), make_slices(split.train)).summary()
+    out = {"examples": 64, "fit_seconds": fit, "loss": model.history_, "users": len(users),
+           "generate_seconds": generate, "valid_items_share": float((items >= 0).mean()),
+           "Recall@10": summary["Recall@10"], "NDCG@10": summary["NDCG@10"]}
+    print(json.dumps(out, indent=1))
+    (ROOT / "benchmarks" / "results" / "cemg-llm-smoke-movielens-100k.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

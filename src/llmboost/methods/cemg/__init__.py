@@ -1,0 +1,1 @@
+"""CEMG: collaborative-guided multimodal fusion, RQ-VAE semantic IDs and generative recommendation."""
