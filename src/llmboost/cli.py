@@ -176,3 +176,4 @@ def _print_metrics(result: dict) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+main.add_command(__import__("llmboost.methods.hallucination.cli", fromlist=["cli"]).hallucination)
