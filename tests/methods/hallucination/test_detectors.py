@@ -73,3 +73,10 @@ def test_bad_input_is_a_clear_error(fitted):
     probe = Probe().fit(tr.block(("layer", 0)), y)
     with pytest.raises(ValueError, match="fitted on 8 features"):
         probe.predict_proba(np.zeros((2, 5)))
+
+
+def test_folded_probe_equals_the_sklearn_pipeline():
+    tr, y = synthetic(80, 6)
+    probe = Probe().fit(tr.block(("layer", 1)), y)
+    X = synthetic(10, 7)[0].block(("layer", 1)).astype(np.float64)
+    assert np.allclose(probe.predict_proba(X), probe.pipeline_.predict_proba(X)[:, 1], atol=1e-9)

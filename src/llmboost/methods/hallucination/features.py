@@ -43,7 +43,7 @@ class Features:
         return int(self.hidden.shape[0])
 
     def __getitem__(self, rows: Any) -> Features:
-        rows = np.asarray(rows)
+        rows = rows if isinstance(rows, slice) else np.asarray(rows)
         return Features(
             self.hidden[rows], None if self.heads is None else self.heads[rows], self.mean_logprob[rows],
             self.n_tokens[rows],
