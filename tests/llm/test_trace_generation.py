@@ -31,7 +31,8 @@ def _tiny(kind: str):
             text_config=transformers.LlamaConfig(**TEXT), image_token_index=127)
         model = transformers.LlavaForConditionalGeneration(cfg)
     elif kind == "mllama":
-        text = transformers.MllamaTextConfig(**{**TEXT, "num_hidden_layers": 3}, cross_attention_layers=[1], bos_token_id=1,
+        text = transformers.MllamaTextConfig(**{**TEXT, "num_hidden_layers": 3}, cross_attention_layers=[1],
+                                             bos_token_id=1,
                                              eos_token_id=2, pad_token_id=0)
         vision = transformers.MllamaVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                                  num_global_layers=1, num_attention_heads=2, image_size=16,

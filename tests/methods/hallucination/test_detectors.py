@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from llmboost.methods.hallucination.detectors import OneClassError, Probe, auroc  # noqa: E402
-from llmboost.methods.hallucination.ensemble import DetectorEnsemble, abstain_outcomes, tune_threshold  # noqa: E402
-from llmboost.methods.hallucination.features import Features, FeatureShapeError  # noqa: E402
+from llmboost.methods.hallucination.detectors import OneClassError, Probe, auroc
+from llmboost.methods.hallucination.ensemble import DetectorEnsemble, abstain_outcomes, tune_threshold
+from llmboost.methods.hallucination.features import Features, FeatureShapeError
 
 
 def synthetic(n: int, seed: int, signal_layer: int = 1) -> tuple[Features, np.ndarray]:
