@@ -18,11 +18,11 @@ from llmboost.llm.store import ScoreStore
 HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 
-from fake_llm import FailingOn, FakeModel, broken_factory, make_inputs  # noqa: E402
+from fake_llm import TEMPLATE, FailingOn, FakeModel, broken_factory, make_inputs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-TV = "tmpl-v1"
+TV = TEMPLATE
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +162,27 @@ def test_ray_hf_smollm2_matches_single_process(ray_local, smollm2, tmp_path):
         assert np.isfinite(got[key].vector).all()
         bitwise += got[key].vector.tobytes() == reference[key].vector.tobytes()
     print(f"{bitwise}/{len(inputs)} score vectors bitwise identical to the single-process run")
+
+
+def test_auto_engine_never_picks_vllm(monkeypatch):
+    """vLLM is an explicit, experimental opt-in: ``auto`` loads the tested local backend even where vLLM and
+    a GPU are present; ``engine="vllm"`` warns before anything else."""
+    import importlib.util as iu
+
+    import torch
+
+    import llmboost.llm.models as models
+    from llmboost.llm import distributed
+
+    real_find_spec = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    loaded = []
+    monkeypatch.setattr(models, "load_model", lambda setting, **kw: loaded.append(setting) or "local-backend")
+    assert distributed.build_model("smollm2-135m-instruct", engine="auto") == "local-backend"
+    assert distributed.build_model("smollm2-135m-instruct") == "local-backend"
+    assert loaded == ["smollm2-135m-instruct"] * 2
+
+    monkeypatch.setattr(distributed, "VLLMLanguageModel", lambda setting, **kw: "vllm-backend")
+    with pytest.warns(UserWarning, match="experimental"):
+        assert distributed.build_model("smollm2-135m-instruct", engine="vllm") == "vllm-backend"

@@ -263,3 +263,34 @@ def test_gemma_3_270m_builtin_works(llm_threads):
     assert paris > london + 1.0
     assert model.fingerprint != load_model("smollm2-135m-instruct").fingerprint
     assert model.generate(["The capital of France is"], max_new_tokens=6)[0].strip()
+
+
+@pytest.mark.slow
+def test_generate_ids_greedy_beams_and_logits_processor(smollm2):
+    """generate_ids: greedy ids decode to generate's text; beams are distinct; a processor that allows only a
+    fixed set of token ids yields only those ids (trie-constrained decoding builds on this hook)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    prompts = ["The capital of France is", "My favourite movie is"]
+    greedy = smollm2.generate_ids(prompts, max_new_tokens=4)
+    texts = smollm2.generate(prompts, max_new_tokens=4)
+    assert [smollm2.tokenizer.decode(g[0], skip_special_tokens=True) for g in greedy] == texts
+    assert all(len(g) == 1 and 0 < len(g[0]) <= 4 for g in greedy)
+
+    allowed = smollm2.tokenizer(" A B C", add_special_tokens=False).input_ids
+
+    class OnlyAllowed(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            keep = torch.full_like(scores, float("-inf"))
+            keep[:, allowed] = 0.0
+            return scores + keep
+
+    beams = smollm2.generate_ids(
+        prompts[:1], max_new_tokens=3, num_beams=3, num_return_sequences=3, logits_processor=OnlyAllowed()
+    )
+    (seqs,) = beams
+    assert len(seqs) == 3 and len({tuple(s) for s in seqs}) == 3
+    assert all(tok in allowed for s in seqs for tok in s)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        smollm2.generate_ids(prompts, num_beams=1, num_return_sequences=2)

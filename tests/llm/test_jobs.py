@@ -21,9 +21,9 @@ from llmboost.llm.store import Record, ScoreStore
 HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 
-from fake_llm import FakeModel, fake_logprob, fake_text, make_inputs, prompt_of  # noqa: E402
+from fake_llm import TEMPLATE, FakeModel, fake_logprob, fake_text, make_inputs, prompt_of  # noqa: E402
 
-TV = "tmpl-v1"
+TV = TEMPLATE
 
 
 def _expected(inputs) -> dict[str, Record]:

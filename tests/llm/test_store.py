@@ -10,9 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmboost.llm.store import Record, ScoreStore, StoreError
+from llmboost.llm.prompts import PromptTemplate
+from llmboost.llm.store import Record, ScoreStore, StoreError, template_key
 
-FP, TV = "fake:model", "tmpl-v1"
+FP = "fake:model"
+TV = PromptTemplate("tmpl", 1, "Score {x}", choices=("A", "B"))
+TV2 = PromptTemplate("tmpl", 2, "Score {x}", choices=("A", "B"))
+TV3 = PromptTemplate("tmpl", 3, "Rate {x}", choices=("A", "B"))
 
 
 @pytest.fixture
@@ -38,12 +42,12 @@ def test_roundtrip_vector_text_and_both(store):
 def test_keys_are_scoped_by_model_and_template(store):
     store.put_many(FP, TV, {"k": [-1.0]})
     store.put_many("other", TV, {"k": [-2.0]})
-    store.put_many(FP, "tmpl-v2", {"k": [-3.0]})
+    store.put_many(FP, TV2, {"k": [-3.0]})
     assert store.get(FP, TV, "k").vector.tolist() == [-1.0]
     assert store.get("other", TV, "k").vector.tolist() == [-2.0]
-    assert store.get(FP, "tmpl-v2", "k").vector.tolist() == [-3.0]
-    assert store.missing(FP, "tmpl-v3", ["k"]) == ["k"]
-    assert store.groups() == [(FP, TV, 1), (FP, "tmpl-v2", 1), ("other", TV, 1)]
+    assert store.get(FP, TV2, "k").vector.tolist() == [-3.0]
+    assert store.missing(FP, TV3, ["k"]) == ["k"]
+    assert store.groups() == [(FP, TV.fingerprint, 1), (FP, TV2.fingerprint, 1), ("other", TV.fingerprint, 1)]
     assert store.count() == 3 and store.count(FP) == 2 and len(store) == 3
 
 
@@ -109,10 +113,12 @@ def test_sqlite_settings_and_primary_key(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         raw.execute(
             "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (FP, TV, "a", np.zeros(1).tobytes(), 1, None, 0.0),
+            (FP, TV.fingerprint, "a", np.zeros(1).tobytes(), 1, None, 0.0),
         )
     with pytest.raises(sqlite3.IntegrityError):  # vector length must match its byte size
-        raw.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (FP, TV, "b", b"\0" * 8, 2, None, 0.0))
+        raw.execute(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (FP, TV.fingerprint, "b", b"\0" * 8, 2, None, 0.0)
+        )
     raw.close()
     with pytest.raises(ValueError):
         ScoreStore(path, synchronous="OFF")  # type: ignore[arg-type]
@@ -167,6 +173,25 @@ def test_schema_version_mismatch(tmp_path):
         ScoreStore(path)
 
 
+def test_file_that_is_not_a_store_gets_a_clear_error(tmp_path):
+    text = tmp_path / "notes.csv"
+    text.write_text("user,item\n1,2\n" * 200)
+    with pytest.raises(StoreError, match=r"notes\.csv: not a score store") as info:
+        ScoreStore(text)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+    assert text.read_text().startswith("user,item")  # left untouched
+
+    other = tmp_path / "other.db"
+    raw = sqlite3.connect(other)
+    raw.execute("CREATE TABLE movies (id INTEGER)")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match=r"other\.db: an SQLite database but not a score store.*movies"):
+        ScoreStore(other)
+    with pytest.raises(StoreError, match="is a folder"):
+        ScoreStore(tmp_path)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     vectors=st.dictionaries(
@@ -176,10 +201,23 @@ def test_schema_version_mismatch(tmp_path):
     )
 )
 def test_property_bit_exact_roundtrip(store, vectors):
-    tv = f"prop-{len(store.groups())}"
+    tv = PromptTemplate("prop", len(store.groups()) + 1, "{x}")
     store.put_many(FP, tv, vectors)
     got = store.get_many(FP, tv, list(vectors))
     assert set(got) == set(vectors)
     for key, vec in vectors.items():
         assert got[key].vector.tobytes() == np.asarray(vec, dtype=np.float64).tobytes()
     assert store.missing(FP, tv, list(vectors)) == []
+
+
+def test_records_are_keyed_by_the_template_fingerprint(store):
+    """A changed wording is a different key even under the same name and version; free labels are refused."""
+    reworded = PromptTemplate("tmpl", 1, "Judge {x}", choices=("A", "B"))
+    store.put_many(FP, TV, {"k": [-1.0]})
+    assert template_key(TV) == TV.fingerprint and TV.fingerprint.startswith("tmpl@v1:")
+    assert store.get(FP, TV.fingerprint, "k").vector.tolist() == [-1.0]  # the fingerprint string works too
+    assert store.missing(FP, reworded, ["k"]) == ["k"]
+    assert store.groups() == [(FP, TV.fingerprint, 1)]
+    for label in ("tmpl-v1", "tmpl@v1", "pairwise"):
+        with pytest.raises(StoreError, match="pass the PromptTemplate"):
+            store.put_many(FP, label, {"k": [-1.0]})

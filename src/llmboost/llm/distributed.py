@@ -13,9 +13,10 @@ workers:
 Because a batch holds the same requests in both paths, a local backend gives the same numbers here as in a
 single process (bit for bit when the thread count matches: Ray runs each 1-CPU actor with one thread).
 
-With ``engine="vllm"`` (or ``"auto"`` on a GPU node where vLLM is installed) each actor wraps vLLM's
-offline engine in :class:`VLLMLanguageModel`. That path needs a GPU and vLLM, neither of which the
-project's CI has, so it is written against vLLM's documented API but untested here.
+**Experimental, opt-in:** only ``engine="vllm"`` makes each actor wrap vLLM's offline engine in
+:class:`VLLMLanguageModel` (``"auto"`` never picks it). That path needs a GPU and vLLM, neither of which the
+project's CI has, so it is written against vLLM's documented API but has not been run by any test; it warns
+when used. The tested path (Transformers, or an OpenAI-compatible client) is the default.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -31,7 +33,7 @@ import numpy as np
 from llmboost._optional import require
 from llmboost.llm.base import ChoiceRequest, LanguageModel
 from llmboost.llm.jobs import Inputs, JobError, JobResult, Request, batches, score_batch
-from llmboost.llm.store import ScoreStore, Value
+from llmboost.llm.store import ScoreStore, TemplateRef, Value, template_key
 
 __all__ = ["ModelSource", "ScoringActor", "VLLMLanguageModel", "build_model", "run_job_ray"]
 
@@ -44,25 +46,19 @@ Engine = Literal["auto", "local", "vllm"]
 # -- building a model inside a worker ----------------------------------------------------------------
 
 
-def _vllm_usable() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
+VLLM_WARNING = (
+    "engine='vllm' is experimental: VLLMLanguageModel has not been tested on a GPU yet; "
+    "compare a sample of its scores with engine='local' before relying on them"
+)
 
 
-def build_model(model: ModelSource, engine: Engine = "auto", **model_kwargs: Any) -> LanguageModel:
+def build_model(model: ModelSource, engine: Engine = "local", **model_kwargs: Any) -> LanguageModel:
     """Build a model in the current process: call the factory, or load the setting string.
 
-    ``engine="local"`` uses :func:`llmboost.llm.models.load_model` (Transformers, or an OpenAI-compatible
-    client for ``http(s)://`` settings); ``"vllm"`` uses :class:`VLLMLanguageModel`; ``"auto"`` picks
-    vLLM when it is installed and a GPU is visible, local otherwise. ``model_kwargs`` go to the backend.
+    ``engine="local"`` (and ``"auto"``, the same) uses :func:`llmboost.llm.models.load_model` (Transformers,
+    or an OpenAI-compatible client for ``http(s)://`` settings). ``"vllm"`` — an explicit, experimental opt-in,
+    untested until a GPU run tests it — uses :class:`VLLMLanguageModel` and warns. ``model_kwargs`` go to the
+    backend.
     """
     if callable(model):
         if model_kwargs:
@@ -70,10 +66,8 @@ def build_model(model: ModelSource, engine: Engine = "auto", **model_kwargs: Any
         return model()
     if engine not in ("auto", "local", "vllm"):
         raise ValueError(f"engine must be 'auto', 'local' or 'vllm', got {engine!r}")
-    from llmboost.llm.models import resolve_model
-
-    is_url = resolve_model(model).kind == "url"
-    if engine == "vllm" or (engine == "auto" and not is_url and _vllm_usable()):
+    if engine == "vllm":
+        warnings.warn(VLLM_WARNING, UserWarning, stacklevel=2)
         return VLLMLanguageModel(model, **model_kwargs)
     from llmboost.llm.models import load_model
 
@@ -90,7 +84,8 @@ class VLLMLanguageModel:
     ``tensor_parallel_size``, ...). The fingerprint is the same as the local backend's for the same
     weights (GGUF, folder or Hub id; adapters are not supported here).
 
-    Not exercised by the test suite: it needs vLLM and a GPU.
+    **Experimental:** not exercised by the test suite (it needs vLLM and a GPU); used only with
+    ``engine="vllm"``.
     """
 
     def __init__(self, model: str, **llm_kwargs: Any) -> None:
@@ -269,14 +264,14 @@ def _probe_fingerprint(model: ModelSource, engine: Engine, model_kwargs: Mapping
 def run_job_ray(
     model: ModelSource,
     store: ScoreStore,
-    template_version: str,
+    template: TemplateRef,
     inputs: Inputs,
     batch_size: int = 16,
     *,
     num_workers: int = 2,
     num_cpus_per_worker: float = 1.0,
     num_gpus_per_worker: float = 0.0,
-    engine: Engine = "auto",
+    engine: Engine = "local",
     model_kwargs: Mapping[str, Any] | None = None,
     fingerprint: str | None = None,
     generate_kwargs: Mapping[str, Any] | None = None,
@@ -285,7 +280,8 @@ def run_job_ray(
 ) -> JobResult:
     """Run :func:`~llmboost.llm.jobs.run_job` with the model calls sharded over Ray workers.
 
-    ``model`` is a model setting string (each worker loads it with ``engine``, passing ``model_kwargs``)
+    ``model`` is a model setting string (each worker loads it with ``engine`` — ``"vllm"`` is an experimental,
+    untested opt-in, see :func:`build_model` — passing ``model_kwargs``)
     or a picklable factory returning a :class:`LanguageModel`. ``fingerprint`` is the model's store key;
     when ``None`` one Ray task loads the model once to read it (pass it to skip that load for big models).
     ``address`` is given to ``ray.init`` if Ray is not initialised yet (``None``: ``$RAY_ADDRESS`` or a
@@ -294,6 +290,7 @@ def run_job_ray(
     Raises :class:`~llmboost.llm.jobs.JobError` if a worker fails; everything committed stays stored and a
     rerun resumes.
     """
+    template_version = template_key(template)
     ray = require("ray", "ray")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

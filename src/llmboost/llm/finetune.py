@@ -34,6 +34,7 @@ import torch
 from llmboost._optional import require
 from llmboost.llm.hf import encode_continuation, encode_prompt, load_transformers_model
 from llmboost.llm.models import ADAPTER_META, TRAINING_LOG, resolve_model
+from llmboost.llm.precision import precision_name, resolve_precision
 from llmboost.llm.prompts import NEXT_ITEM, PAIRWISE, YES_NO, PromptTemplate, format_history
 
 logger = logging.getLogger(__name__)
@@ -314,8 +315,8 @@ def finetune(
     train_on_prompt: bool = False,
     seed: int = 0,
     device: str = "cpu",
-    dtype: str | torch.dtype = "float32",
-    precision: str = "float32",
+    dtype: str | torch.dtype = "fp32",
+    precision: str = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
     eval_examples: Sequence[TextExample] | None = None,
     log_every: int = 10,
@@ -326,18 +327,23 @@ def finetune(
     saves a PEFT adapter whose base model is ``model_setting``: ``HFModel(model_setting, adapter=path)`` or
     ``HFModel(path)`` loads it. ``method="full"`` trains every weight and saves a full checkpoint.
     ``lr`` defaults to 2e-4 (LoRA) / 2e-5 (full); AdamW with linear warm-up and linear decay to 10 %.
-    ``precision="bf16"`` runs forward/backward under bfloat16 autocast (weights and optimizer stay in ``dtype``;
-    much faster on CPUs with AMX/AVX512-BF16). Examples longer than ``max_length`` tokens are cut from the
-    left; examples are packed into rows of ``pack_length`` tokens (or the longest example); each step is one
-    batch of at most ``batch_tokens`` tokens; ``max_steps`` (if given) overrides ``epochs``. LoRA dropout
-    defaults to 0 (its random masks cost ~10 % of a CPU step). The training log (losses, tokens/s) is
-    written to ``output_dir/llmboost_finetune.json`` (see :func:`read_training_log`); with ``eval_examples`` it
-    also holds their mean loss before and after training (``eval_loss_before`` / ``eval_loss_after``).
+    ``precision`` (``"auto"`` | ``"fp32"`` | ``"bf16"``) is the compute precision: ``bf16`` runs forward/backward
+    under bfloat16 autocast (weights and optimizer stay in ``dtype``); ``auto`` picks bf16 only where the device
+    runs it natively (CPUs with AMX/AVX512-BF16, CUDA GPUs with bf16) and float32 elsewhere
+    (:func:`~llmboost.llm.precision.resolve_precision`): emulated bf16 is ~50x slower than float32.
+    Examples longer than ``max_length`` tokens are cut from the left; examples are packed into rows of
+    ``pack_length`` tokens (or the longest example); each step is one batch of at most ``batch_tokens`` tokens;
+    ``max_steps`` (if given) overrides ``epochs``. LoRA dropout defaults to 0 (its random masks cost ~10 % of a
+    CPU step). The training log (losses, tokens/s) is written to ``output_dir/llmboost_finetune.json`` (see
+    :func:`read_training_log`); with ``eval_examples`` it also holds their mean loss before and after training
+    (``eval_loss_before`` / ``eval_loss_after``).
     """
     if method not in ("lora", "full"):
         raise ValueError("method must be 'lora' or 'full'")
-    if precision not in ("float32", "bf16"):
-        raise ValueError("precision must be 'float32' or 'bf16'")
+    compute = resolve_precision(precision, device)
+    if compute == torch.float16:
+        raise ValueError("precision 'fp16' is not supported for fine-tuning (no loss scaling); use 'bf16' or 'fp32'")
+    autocast_bf16 = compute == torch.bfloat16
     if not examples:
         raise ValueError("no training examples")
     spec = resolve_model(model_setting)
@@ -347,7 +353,7 @@ def finetune(
     rng = np.random.default_rng(seed)
     dev = torch.device(device)
     t_load = time.perf_counter()
-    model, tokenizer = load_transformers_model(spec, device=device, dtype=dtype, cache_dir=cache_dir)
+    model, tokenizer = load_transformers_model(spec, device=device, precision=dtype, cache_dir=cache_dir)
     model.config.use_cache = False
     if method == "lora":
         peft = require("peft", "llm")
@@ -399,7 +405,7 @@ def finetune(
             return None
         model.eval()
         total = count = 0.0
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             rows = max(pack_length, *(len(t.ids) for t in eval_tok))
             for batch in make_batches(eval_tok, rows, batch_tokens, pad_id):
                 loss, n = packed_loss(backbone, lm_head, batch, dev)
@@ -422,7 +428,7 @@ def finetune(
             if step >= total:
                 break
             t0 = time.perf_counter()
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast_bf16):
                 loss, n_target = packed_loss(backbone, lm_head, batch, dev)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -476,7 +482,7 @@ def finetune(
         "train_seconds": train_s,
         "tokens_per_s": sum(step_tokens) / train_s if train_s > 0 else None,
         "load_seconds": load_s,
-        "precision": precision,
+        "precision": precision_name(compute),
         "losses": losses,
         "epoch_losses": _epoch_means(losses, step_targets, step_epoch),
         "eval_loss_before": eval_before,

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
+import inspect
 import itertools
 import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,36 +40,23 @@ from llmboost.llm.models import (
     model_identity,
     resolve_model,
 )
+from llmboost.llm.precision import precision_name, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 Row = tuple[int, ...]
 
 
-def _as_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
-    if dtype is None or dtype == "auto":
-        return "auto"
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }[str(dtype)]
-
-
 def load_transformers_model(
     spec: ModelSpec,
     *,
     device: str = "cpu",
-    dtype: str | torch.dtype | None = "float32",
+    precision: str | torch.dtype | None = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
     attn_implementation: str | None = "sdpa",
 ) -> tuple[Any, Any]:
-    """Load (model, tokenizer) for a ``gguf`` / ``folder`` / ``hub`` spec (GGUF via the dequantized cache)."""
+    """Load (model, tokenizer) for a ``gguf`` / ``folder`` / ``hub`` spec (GGUF via the dequantized cache), with
+    weights in :func:`~llmboost.llm.precision.resolve_precision` ``(precision, device)``."""
     transformers = require("transformers", "llm")
     if spec.kind == "gguf":
         source = str(dequantize_gguf(spec.location, cache_dir))
@@ -76,7 +65,7 @@ def load_transformers_model(
     else:
         raise ValueError(f"cannot load a {spec.kind!r} setting as a Transformers model: {spec.setting!r}")
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    kwargs: dict[str, Any] = {"dtype": _as_dtype(dtype)}
+    kwargs: dict[str, Any] = {"dtype": resolve_precision(precision, device)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -108,6 +97,17 @@ def decoder_layers(model: Any) -> Any:
     if layers is None:
         raise TypeError(f"{type(inner).__name__}: cannot find decoder layers (expected `.model.layers`)")
     return layers
+
+
+@functools.cache
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(backbone: Any) -> str:
+    """Name of a decoder's key/value-cache argument: ``cache`` in recent Transformers, ``past_key_values``
+    before (still accepted, deprecated, by recent versions)."""
+    return "cache" if "cache" in _forward_parameters(type(backbone)) else "past_key_values"
 
 
 PREFIX_ATTENTION = "llmboost_prefix"
@@ -207,7 +207,6 @@ class ForwardStats:
     head_rows: int = 0
     rows: int = 0
     groups: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Zero all counters."""
@@ -284,6 +283,9 @@ class HFModel:
     loads its base model plus the adapter). ``batch_size`` caps rows per forward pass and ``max_batch_tokens``
     caps rows x padded length. ``share_prefix`` turns on key/value-cache reuse for rows sharing at least
     ``min_prefix_tokens`` prompt tokens. ``padding_side`` is the padding used for batched scoring.
+    ``precision`` (``"auto"`` | ``"fp32"`` | ``"bf16"`` | ``"fp16"``) is the weights' dtype; ``auto`` is bf16 only
+    where the device runs it natively (:func:`~llmboost.llm.precision.resolve_precision`), float32 otherwise;
+    ``dtype`` is its older name.
     """
 
     def __init__(
@@ -291,7 +293,7 @@ class HFModel:
         model: str = DEFAULT_MODEL,
         adapter: str | os.PathLike[str] | None = None,
         device: str = "cpu",
-        dtype: str | torch.dtype | None = "float32",
+        precision: str | torch.dtype | None = "auto",
         batch_size: int = 64,
         max_batch_tokens: int = 4096,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -300,7 +302,10 @@ class HFModel:
         padding_side: str = "right",
         merge_adapter: bool = True,
         attn_implementation: str | None = "sdpa",
+        dtype: str | torch.dtype | None = None,
     ) -> None:
+        if dtype is not None:  # older name of the precision setting
+            precision = dtype
         spec = resolve_model(model)
         if spec.kind == "url":
             raise ValueError("HFModel loads local/Hub models; use llmboost.llm.load_model for server URLs")
@@ -324,8 +329,10 @@ class HFModel:
         self._fingerprint: str | None = None
 
         self.model, self.tokenizer = load_transformers_model(
-            spec, device=device, dtype=dtype, cache_dir=cache_dir, attn_implementation=attn_implementation
+            spec, device=device, precision=precision, cache_dir=cache_dir, attn_implementation=attn_implementation
         )
+        self.dtype = next(self.model.parameters()).dtype
+        self.precision = precision_name(self.dtype)
         if self.adapter is not None:
             peft = require("peft", "llm")
             with warnings.catch_warnings():
@@ -368,7 +375,9 @@ class HFModel:
     def fingerprint(self) -> str:
         """Hash of the model identity (GGUF/folder file hashes, or Hub id + revision) and the adapter files."""
         if self._fingerprint is None:
-            self._fingerprint = fingerprint_of(model_identity(self.spec), self.adapter)
+            fp = fingerprint_of(model_identity(self.spec), self.adapter)
+            # reduced precision changes the numbers: keep its outputs apart from float32 ones
+            self._fingerprint = fp if self.precision == "fp32" else f"{fp}@{self.precision}"
         return self._fingerprint
 
     @property
@@ -471,13 +480,18 @@ class HFModel:
                 self.stats.groups += 1
                 prefix_ids = torch.tensor([rows[g[0]][:p]], dtype=torch.long, device=self.device)
                 cache = self._new_cache()
-                self.backbone(input_ids=prefix_ids, cache=cache, use_cache=True)
+                self.backbone(input_ids=prefix_ids, use_cache=True, **self._with_cache(cache))
                 self.stats.forward_calls += 1
                 self.stats.tokens += p
                 self.stats.padded_tokens += p
                 self.stats.prefix_tokens += p
                 kv = [(layer.keys, layer.values) for layer in cache.layers]  # [1, kv_heads, p, d] each
                 self._run_batches(rows, g, row_queries, queries, out, prefix=(p, kv))
+
+    def _with_cache(self, cache: Any) -> dict[str, Any]:
+        """The key/value-cache keyword argument of the backbone: ``cache`` (Transformers >= 5.x) or
+        ``past_key_values`` (older)."""
+        return {cache_keyword(self.backbone): cache}
 
     def _new_cache(self, data: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
         transformers = require("transformers", "llm")
@@ -593,11 +607,109 @@ class HFModel:
         position_ids = (full.cumsum(-1) - 1).clamp(min=0)[:, p:]
         cache = self._new_cache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
         outputs = self.backbone(
-            input_ids=ids, attention_mask=full, position_ids=position_ids, cache=cache, use_cache=True
+            input_ids=ids, attention_mask=full, position_ids=position_ids, use_cache=True, **self._with_cache(cache)
         )
         return outputs.last_hidden_state
 
     # ------------------------------------------------------------------ generation
+    def _generate_new_ids(
+        self,
+        prompts: Sequence[str],
+        gen_cfg: Any,
+        *,
+        seed: int | None = None,
+        logits_processor: Any = None,
+        tokenizer_for_stop: bool = False,
+    ) -> list[list[list[int]]]:
+        """Per prompt, per returned sequence, the new token ids (left-padded, length-sorted batches; trailing
+        pad/EOS tokens after the end of a sequence removed)."""
+        transformers = require("transformers", "llm")
+        encoded = [self.encode(p) for p in prompts]
+        lengths = list(map(len, encoded))
+        n_ret = int(gen_cfg.num_return_sequences or 1)
+        results: list[list[list[int]]] = [[] for _ in prompts]
+        pad = int(self.tokenizer.pad_token_id)
+        eos = gen_cfg.eos_token_id
+        eos_set = set(eos if isinstance(eos, list | tuple) else [] if eos is None else [eos])
+        if logits_processor is not None and not isinstance(logits_processor, transformers.LogitsProcessorList):
+            items = logits_processor if isinstance(logits_processor, list | tuple) else [logits_processor]
+            logits_processor = transformers.LogitsProcessorList(items)
+        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        with rng, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            for batch in self._batches(lengths, list(range(len(prompts)))):
+                width = max(lengths[i] for i in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for b, i in enumerate(batch):
+                    ids[b, width - lengths[i] :] = torch.tensor(encoded[i], dtype=torch.long)
+                    mask[b, width - lengths[i] :] = 1
+                kwargs: dict[str, Any] = {"tokenizer": self.tokenizer} if tokenizer_for_stop else {}
+                if logits_processor is not None:
+                    kwargs["logits_processor"] = logits_processor
+                out = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    generation_config=gen_cfg,
+                    **kwargs,
+                )
+                for b, i in enumerate(batch):
+                    for r in range(n_ret):
+                        seq = out[b * n_ret + r, width:].tolist()
+                        for t, tok in enumerate(seq):  # cut after the first end-of-sequence token
+                            if tok in eos_set:
+                                seq = seq[: t + 1]
+                                break
+                        results[i].append(seq)
+        return results
+
+    def _generation_config(self, max_new_tokens: int, eos_token_id: Any = None, **options: Any) -> Any:
+        transformers = require("transformers", "llm")
+        return transformers.GenerationConfig(
+            max_new_tokens=int(max_new_tokens),
+            top_k=None,
+            pad_token_id=int(self.tokenizer.pad_token_id),
+            eos_token_id=self.model.generation_config.eos_token_id if eos_token_id is None else eos_token_id,
+            bos_token_id=self.model.generation_config.bos_token_id,
+            **options,
+        )
+
+    def generate_ids(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 32,
+        num_beams: int = 1,
+        num_return_sequences: int = 1,
+        logits_processor: Any = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        do_sample: bool = False,
+        *,
+        seed: int | None = None,
+    ) -> list[list[list[int]]]:
+        """Per prompt, per returned sequence, the NEW token ids (ending with the EOS token when one was made).
+
+        ``num_beams > 1`` runs beam search (``num_return_sequences <= num_beams`` best beams, best first);
+        ``logits_processor`` (a Transformers ``LogitsProcessor`` or a list) edits the next-token scores at every
+        step — e.g. a trie that allows only valid item codes (constrained decoding). ``eos_token_id`` overrides
+        the model's end token(s). ``do_sample`` samples (``seed`` makes it reproducible)."""
+        if num_return_sequences > max(num_beams, 1) and not do_sample:
+            raise ValueError("num_return_sequences must be <= num_beams for beam search / greedy decoding")
+        gen_cfg = self._generation_config(
+            max_new_tokens,
+            eos_token_id=None
+            if eos_token_id is None
+            else list(eos_token_id)
+            if isinstance(eos_token_id, Sequence)
+            else int(eos_token_id),
+            num_beams=int(num_beams),
+            num_return_sequences=int(num_return_sequences),
+            do_sample=bool(do_sample),
+            temperature=None,
+            top_p=None,
+        )
+        return self._generate_new_ids(prompts, gen_cfg, seed=seed, logits_processor=logits_processor)
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -610,47 +722,22 @@ class HFModel:
     ) -> list[str]:
         """Greedy (``temperature == 0``) or sampled continuations, batched with left padding; the text is cut
         before the first stop string. ``seed`` makes sampling reproducible."""
-        transformers = require("transformers", "llm")
         stop = [s for s in (stop or []) if s]
-        gen_cfg = transformers.GenerationConfig(
-            max_new_tokens=int(max_new_tokens),
+        gen_cfg = self._generation_config(
+            max_new_tokens,
             do_sample=temperature > 0,
             temperature=float(temperature) if temperature > 0 else None,
             top_p=float(top_p) if temperature > 0 else None,
-            top_k=None,
-            pad_token_id=int(self.tokenizer.pad_token_id),
-            eos_token_id=self.model.generation_config.eos_token_id,
-            bos_token_id=self.model.generation_config.bos_token_id,
             stop_strings=list(stop) or None,
         )
-        encoded = [self.encode(p) for p in prompts]
-        lengths = list(map(len, encoded))
-        results: list[str] = [""] * len(prompts)
-        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-        with rng, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
-            for batch in self._batches(lengths, list(range(len(prompts)))):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for b, i in enumerate(batch):
-                    ids[b, width - lengths[i] :] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[b, width - lengths[i] :] = 1
-                kwargs: dict[str, Any] = {"tokenizer": self.tokenizer} if stop else {}
-                out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    generation_config=gen_cfg,
-                    **kwargs,
-                )
-                for b, i in enumerate(batch):
-                    text = self.tokenizer.decode(out[b, width:], skip_special_tokens=True)
-                    for s in stop:
-                        cut = text.find(s)
-                        if cut >= 0:
-                            text = text[:cut]
-                    results[i] = text
+        results = []
+        for (ids,) in self._generate_new_ids(prompts, gen_cfg, seed=seed, tokenizer_for_stop=bool(stop)):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            for s in stop:
+                cut = text.find(s)
+                if cut >= 0:
+                    text = text[:cut]
+            results.append(text)
         return results
 
     # ------------------------------------------------------------------ tracing

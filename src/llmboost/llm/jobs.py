@@ -1,7 +1,7 @@
 """Resumable scoring jobs: compute only what the store lacks, one atomic batch at a time.
 
 :func:`run_job` asks the :class:`~llmboost.llm.store.ScoreStore` which keys are missing for
-``(model.fingerprint, template_version)``, sends them to the model in batches and commits each batch's
+``(model.fingerprint, template fingerprint)``, sends them to the model in batches and commits each batch's
 results in one transaction. Killing the process at any moment (even ``SIGKILL``) loses at most the batch in
 flight; running the same job again finishes the remaining keys only.
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from llmboost.llm.base import ChoiceRequest, LanguageModel
-from llmboost.llm.store import ScoreStore, Value
+from llmboost.llm.store import ScoreStore, TemplateRef, Value, template_key
 
 __all__ = ["Inputs", "JobError", "JobResult", "Request", "ScoringError", "batches", "run_job", "score_batch"]
 
@@ -122,7 +122,7 @@ def _iter_items(inputs: Inputs) -> Iterator[tuple[str, Request]]:
 def batches(
     store: ScoreStore,
     model_fp: str,
-    template_version: str,
+    template: TemplateRef,
     inputs: Inputs,
     batch_size: int,
     *,
@@ -134,6 +134,7 @@ def batches(
     Inputs are read ``lookahead`` at a time, so a generator of any length is fine. The same key twice in
     ``inputs`` raises ``ValueError``. ``result`` (if given) gets its ``total`` and ``skipped`` counts updated.
     """
+    template_version = template_key(template)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     seen: set[str] = set()
@@ -164,7 +165,7 @@ def batches(
 def run_job(
     model: LanguageModel,
     store: ScoreStore,
-    template_version: str,
+    template: TemplateRef,
     inputs: Inputs,
     batch_size: int = 16,
     *,
@@ -181,6 +182,7 @@ def run_job(
     Raises :class:`JobError` (``__cause__`` = the model's or server's exception) if the model fails;
     committed batches stay stored and the next call resumes from there.
     """
+    template_version = template_key(template)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model_fp = model.fingerprint

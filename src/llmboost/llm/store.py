@@ -1,15 +1,18 @@
 """Durable, offline store of every language-model output used for training.
 
-Records are keyed by ``(model fingerprint, template version, input key)`` and live in one SQLite file in
-WAL mode. Each :meth:`ScoreStore.put_many` call is one transaction, so a process killed at any moment
+Records are keyed by ``(model fingerprint, template fingerprint, input key)``. The template part is derived
+from the :class:`~llmboost.llm.prompts.PromptTemplate` itself (:attr:`PromptTemplate.fingerprint`: a hash of
+its name, version, text, choices, system turn and answer prefix), never from a free caller string, so outputs of
+different wordings never mix; a string is accepted only when it is such a fingerprint. Records live in one
+SQLite file in WAL mode. Each :meth:`ScoreStore.put_many` call is one transaction, so a process killed at any moment
 leaves either the whole batch or none of it; the primary key on the triple makes duplicates impossible.
 
 A record holds a float vector (e.g. the log-probabilities of a request's choices), a text (a generation),
 or both. Vectors are stored as little-endian float64 bytes and come back bit-for-bit identical.
 
 >>> store = ScoreStore("scores.sqlite")                                           # doctest: +SKIP
->>> store.put_many("smollm2-135m@abc", "pairwise-v1", {"u1|i7": np.array([-0.1, -2.3])})  # doctest: +SKIP
->>> store.missing("smollm2-135m@abc", "pairwise-v1", ["u1|i7", "u2|i9"])          # doctest: +SKIP
+>>> store.put_many("smollm2-135m@abc", PAIRWISE, {"u1|i7": np.array([-0.1, -2.3])})  # doctest: +SKIP
+>>> store.missing("smollm2-135m@abc", PAIRWISE, ["u1|i7", "u2|i9"])          # doctest: +SKIP
 ['u2|i9']
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,7 +34,9 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Record", "ScoreStore", "StoreError", "Value"]
+from llmboost.llm.prompts import PromptTemplate
+
+__all__ = ["Record", "ScoreStore", "StoreError", "TemplateRef", "Value", "template_key"]
 
 _SCHEMA_VERSION = 1
 _CHUNK = 500  # keys per ``IN (...)`` query, well under SQLite's bound-parameter limit
@@ -38,6 +44,27 @@ _CHUNK = 500  # keys per ``IN (...)`` query, well under SQLite's bound-parameter
 
 class StoreError(RuntimeError):
     """A value cannot be stored, a record conflicts, or the file is not a score store."""
+
+
+TemplateRef = PromptTemplate | str
+"""A prompt template, or its :attr:`~llmboost.llm.prompts.PromptTemplate.fingerprint` string."""
+
+_FINGERPRINT = re.compile(r"^\S+@v\d+:[0-9a-f]{12}$")
+
+
+def template_key(template: TemplateRef) -> str:
+    """The store key of a template: its fingerprint (name, version and a hash of its wording).
+
+    A string must already be a fingerprint (``name@vN:<12 hex>``); anything else is refused so that stored
+    outputs are never filed under a caller-chosen label that could outlive a change of wording."""
+    if isinstance(template, PromptTemplate):
+        return template.fingerprint
+    if isinstance(template, str) and _FINGERPRINT.match(template):
+        return template
+    raise StoreError(
+        f"template {template!r}: pass the PromptTemplate (or its .fingerprint); stored outputs are keyed by the "
+        "template's fingerprint so that different wordings never mix"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,14 +154,36 @@ class ScoreStore:
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; every batch is an explicit BEGIN IMMEDIATE/COMMIT.
-        self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{self.path}: could not switch SQLite to WAL mode (got {mode!r})")
-        self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-        self._init_schema()
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a score store file")
+        try:
+            # isolation_level=None: no implicit transactions; every batch is an explicit BEGIN IMMEDIATE/COMMIT.
+            self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._check_is_store()
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: could not switch SQLite to WAL mode (got {mode!r})")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"{self.path}: not a score store (SQLite cannot read it: {exc})") from exc
+        except StoreError:
+            self._conn.close()
+            raise
+
+    def _check_is_store(self) -> None:
+        """Refuse a file that is not an SQLite database (SQLite reports that on the first read) or an SQLite
+        database of another program (it has tables, but not this store's)."""
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not {"meta", "records"} <= tables:
+            raise StoreError(
+                f"{self.path}: an SQLite database but not a score store (tables {sorted(tables)[:10]}, "
+                "expected 'meta' and 'records')"
+            )
 
     def _init_schema(self) -> None:
         with self._transaction():
@@ -183,7 +232,7 @@ class ScoreStore:
     def put_many(
         self,
         model_fp: str,
-        template_version: str,
+        template: TemplateRef,
         items: Mapping[str, Value],
         *,
         on_conflict: Literal["error", "ignore", "replace"] = "error",
@@ -194,6 +243,7 @@ class ScoreStore:
         :class:`StoreError` (and writes nothing), ``"ignore"`` keeps the stored record, ``"replace"``
         overwrites it.
         """
+        template_version = template_key(template)
         if on_conflict not in ("error", "ignore", "replace"):
             raise ValueError(f"on_conflict must be 'error', 'ignore' or 'replace', got {on_conflict!r}")
         now = time.time()
@@ -219,8 +269,9 @@ class ScoreStore:
                 f"{template_version!r} (pass on_conflict='ignore' or 'replace'): {exc}"
             ) from exc
 
-    def delete(self, model_fp: str, template_version: str, keys: Iterable[str] | None = None) -> int:
+    def delete(self, model_fp: str, template: TemplateRef, keys: Iterable[str] | None = None) -> int:
         """Delete the given keys (or every key) of one model and template version; returns rows deleted."""
+        template_version = template_key(template)
         with self._transaction() as conn:
             before = conn.total_changes
             if keys is None:
@@ -240,8 +291,9 @@ class ScoreStore:
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def get_many(self, model_fp: str, template_version: str, keys: Iterable[str]) -> dict[str, Record]:
+    def get_many(self, model_fp: str, template: TemplateRef, keys: Iterable[str]) -> dict[str, Record]:
         """The stored records of ``keys`` (keys not stored are absent from the result)."""
+        template_version = template_key(template)
         keys = list(dict.fromkeys(_check_key(k) for k in keys))
         out: dict[str, Record] = {}
         for chunk in _chunks(keys):
@@ -255,12 +307,13 @@ class ScoreStore:
                 out[key] = _decode(blob, length, text)
         return {k: out[k] for k in keys if k in out}
 
-    def get(self, model_fp: str, template_version: str, key: str) -> Record | None:
+    def get(self, model_fp: str, template: TemplateRef, key: str) -> Record | None:
         """One stored record, or ``None``."""
-        return self.get_many(model_fp, template_version, [key]).get(key)
+        return self.get_many(model_fp, template, [key]).get(key)
 
-    def missing(self, model_fp: str, template_version: str, keys: Iterable[str]) -> list[str]:
+    def missing(self, model_fp: str, template: TemplateRef, keys: Iterable[str]) -> list[str]:
         """The keys (in the given order, without repeats) that are not stored yet."""
+        template_version = template_key(template)
         keys = list(dict.fromkeys(_check_key(k) for k in keys))
         present: set[str] = set()
         for chunk in _chunks(keys):
@@ -272,17 +325,18 @@ class ScoreStore:
             present.update(row[0] for row in cur)
         return [k for k in keys if k not in present]
 
-    def keys(self, model_fp: str, template_version: str) -> list[str]:
+    def keys(self, model_fp: str, template: TemplateRef) -> list[str]:
         """Every stored key of one model and template version, sorted."""
+        template_version = template_key(template)
         cur = self._conn.execute(
             "SELECT key FROM records WHERE model_fp = ? AND template_version = ? ORDER BY key",
             (model_fp, template_version),
         )
         return [row[0] for row in cur]
 
-    def count(self, model_fp: str | None = None, template_version: str | None = None) -> int:
+    def count(self, model_fp: str | None = None, template: TemplateRef | None = None) -> int:
         """Number of records, optionally of one model and/or template version."""
-        where, params = self._where(model_fp, template_version)
+        where, params = self._where(model_fp, template)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM records{where}", params).fetchone()[0])
 
     def __len__(self) -> int:
@@ -297,14 +351,14 @@ class ScoreStore:
         return [(fp, tv, int(n)) for fp, tv, n in cur]
 
     @staticmethod
-    def _where(model_fp: str | None, template_version: str | None) -> tuple[str, tuple[str, ...]]:
+    def _where(model_fp: str | None, template: TemplateRef | None) -> tuple[str, tuple[str, ...]]:
         clauses, params = [], []
         if model_fp is not None:
             clauses.append("model_fp = ?")
             params.append(model_fp)
-        if template_version is not None:
+        if template is not None:
             clauses.append("template_version = ?")
-            params.append(template_version)
+            params.append(template_key(template))
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
     def export(
@@ -312,7 +366,7 @@ class ScoreStore:
         path: str | os.PathLike[str] | None = None,
         *,
         model_fp: str | None = None,
-        template_version: str | None = None,
+        template: TemplateRef | None = None,
     ) -> pd.DataFrame:
         """All records (optionally of one model / template version) as a DataFrame, sorted by key.
 
@@ -322,7 +376,7 @@ class ScoreStore:
         """
         import pandas as pd
 
-        where, params = self._where(model_fp, template_version)
+        where, params = self._where(model_fp, template)
         cur = self._conn.execute(
             "SELECT model_fp, template_version, key, vector, vector_len, text, created_at "
             f"FROM records{where} ORDER BY model_fp, template_version, key",

@@ -15,6 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from llmboost.llm.base import ChoiceRequest
+from llmboost.llm.prompts import PromptTemplate
+
+TEMPLATE = PromptTemplate("tmpl", 1, "Score {x}", choices=("A", "B"))
+"""The template the fake jobs' outputs are stored under."""
 
 CHOICES = (" yes", " no", " maybe")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fake_llm import FakeModel, make_inputs
+from fake_llm import TEMPLATE, FakeModel, make_inputs
 
 from llmboost.llm.jobs import run_job
 from llmboost.llm.store import ScoreStore
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     store_path, log_path, run_id, n, batch_size, delay = argv
     model = FakeModel(delay=float(delay), log_path=log_path, run_id=run_id)
     with ScoreStore(store_path) as store:
-        result = run_job(model, store, "tmpl-v1", make_inputs(int(n)), batch_size=int(batch_size), progress=False)
+        result = run_job(model, store, TEMPLATE, make_inputs(int(n)), batch_size=int(batch_size), progress=False)
     print(json.dumps({"total": result.total, "skipped": result.skipped, "computed": result.computed}))
     return 0
 

@@ -1,0 +1,87 @@
+"""Numeric precision of local models: one setting, ``"auto" | "fp32" | "bf16" | "fp16"``.
+
+``"auto"`` picks bfloat16 only where the device runs it natively — a CPU with AMX or AVX512-BF16 (reported by
+``torch.backends.cpu.get_cpu_capability()`` and the ``amx_bf16`` / ``avx512_bf16`` CPU flags) or a CUDA GPU with
+bf16 support — and float32 everywhere else. On CPUs without those instructions bfloat16 is emulated (measured
+on an AVX2-only AMD EPYC: 1.3 GFLOP/s against 60 for float32), so ``auto`` never chooses it there.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""Accepted precision settings (``float32``, ``bfloat16``, ``float16`` are accepted as aliases)."""
+
+_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def normalize_precision(precision: str | torch.dtype | None) -> str:
+    """The canonical name (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``) of a precision setting or dtype."""
+    if precision is None:
+        return "auto"
+    if isinstance(precision, torch.dtype):
+        for name, dtype in _DTYPES.items():
+            if dtype == precision:
+                return name
+        raise ValueError(f"unsupported precision {precision}; expected one of {PRECISIONS}")
+    key = str(precision).strip().lower()
+    if key == "auto":
+        return "auto"
+    if key not in _ALIASES:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    return _ALIASES[key]
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of the first processor in ``/proc/cpuinfo`` (empty where the file does not exist)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matrix products natively (AMX or AVX512-BF16).
+
+    Torch must dispatch to AVX512 kernels (``get_cpu_capability()``: ``AVX512`` or ``AMX``-like) and the CPU must
+    report ``amx_bf16`` or ``avx512_bf16``; AVX2-only and ARM-without-flags machines answer False."""
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    if "AVX512" not in capability and "AMX" not in capability:
+        return False
+    return any(flag in cpu_flags() for flag in _NATIVE_BF16_FLAGS)
+
+
+def device_has_native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` runs bfloat16 natively (CUDA: ``torch.cuda.is_bf16_supported()``; CPU: see
+    :func:`cpu_has_native_bf16`; other devices: False)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def resolve_precision(precision: str | torch.dtype | None = "auto", device: str | torch.device = "cpu") -> torch.dtype:
+    """The torch dtype for a precision setting on ``device``: explicit settings as given, ``"auto"`` (or None)
+    bfloat16 where the device runs it natively and float32 otherwise."""
+    name = normalize_precision(precision)
+    if name == "auto":
+        return torch.bfloat16 if device_has_native_bf16(device) else torch.float32
+    return _DTYPES[name]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``"fp32"`` / ``"bf16"`` / ``"fp16"`` for a dtype."""
+    return normalize_precision(dtype)
