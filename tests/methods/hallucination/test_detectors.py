@@ -80,3 +80,9 @@ def test_folded_probe_equals_the_sklearn_pipeline():
     probe = Probe().fit(tr.block(("layer", 1)), y)
     X = synthetic(10, 7)[0].block(("layer", 1)).astype(np.float64)
     assert np.allclose(probe.predict_proba(X), probe.pipeline_.predict_proba(X)[:, 1], atol=1e-9)
+
+
+def test_stacked_inference_equals_the_mean_of_the_probes(fitted):
+    te, _ = synthetic(7, 8)
+    loop = np.mean([p.predict_proba(te.block(k)) for k, p in fitted.probes_.items()], axis=0)
+    assert np.allclose(fitted.predict_proba(te), loop, atol=1e-12)

@@ -95,7 +95,28 @@ class DetectorEnsemble:
             raise ValueError("no answers to score")
         if np.any(features.n_tokens < 1):
             raise ValueError("an answer has no generated tokens: nothing was averaged")
+        if all(hasattr(p, "coef_") for p in self.probes_.values()):
+            return self._stacked_proba(features)
         return np.mean([p.predict_proba(features.block(k)) for k, p in self.probes_.items()], axis=0)
+
+    def _stacked_proba(self, features: Features) -> np.ndarray:
+        """All kept probes at once: one gather + one batched dot per feature type (the probes are affine)."""
+        logits = []
+        layer_keys = [k for k in self.probes_ if k[0] == "layer"]
+        head_keys = [k for k in self.probes_ if k[0] == "head"]
+        if layer_keys:
+            W = np.stack([self.probes_[k].coef_ for k in layer_keys])  # [K, d]
+            b = np.asarray([self.probes_[k].intercept_ for k in layer_keys])
+            X = features.hidden[:, [int(k[1]) for k in layer_keys]].astype(np.float64)  # [n, K, d]
+            logits.append(np.einsum("nkd,kd->nk", X, W) + b)
+        if head_keys:
+            W = np.stack([self.probes_[k].coef_ for k in head_keys])
+            b = np.asarray([self.probes_[k].intercept_ for k in head_keys])
+            assert features.heads is not None
+            X = features.heads[:, [int(k[1]) for k in head_keys], [int(k[2]) for k in head_keys]].astype(np.float64)
+            logits.append(np.einsum("nkd,kd->nk", X, W) + b)
+        z = np.concatenate(logits, axis=1)
+        return np.mean(1.0 / (1.0 + np.exp(-z)), axis=1)
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, model_fingerprint: str, extra: dict[str, Any] | None = None) -> Path:
