@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from llmboost._optional import require
 from llmboost.llm.hf import decoder_layers
 
 if TYPE_CHECKING:
@@ -165,3 +166,350 @@ def trace(
         for h in handles:
             h.remove()
     return Trace(hidden=hid_out, heads=head_out, layers=chosen, n_tokens=np.asarray(lengths), pool=pool_name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tracing over the tokens a model actually generates (greedy decoding)
+# ---------------------------------------------------------------------------------------------------------------
+
+LAYER_PATHS: tuple[str, ...] = (
+    "model.language_model.layers",  # LLaVA, Mllama, Qwen2-VL, Gemma-3 multimodal (Transformers >= 4.52)
+    "language_model.model.layers",  # older LLaVA-style wrappers
+    "model.text_model.layers",
+    "language_model.layers",
+    "model.layers",  # Llama / Qwen / Mistral / Gemma causal LMs
+    "model.decoder.layers",  # OPT
+    "transformer.h",  # GPT-2, Falcon
+    "gpt_neox.layers",
+)
+"""Attribute paths searched (in order) for a model's language decoder blocks."""
+
+OUT_PROJ_PATHS: tuple[str, ...] = (
+    "self_attn.o_proj",
+    "self_attn.out_proj",
+    "self_attn.dense",
+    "cross_attn.o_proj",  # Mllama cross-attention blocks
+    "attn.out_proj",
+    "attn.c_proj",
+    "attention.dense",
+)
+"""Attribute paths searched (in order) inside a decoder block for the attention output projection."""
+
+
+class TracingError(LookupError):
+    """A model's decoder blocks or attention output projections could not be found."""
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def find_decoder_layers(model: Any) -> tuple[Any, str]:
+    """The language decoder blocks of a causal LM or vision-language model and the path where they were found.
+
+    Tries :data:`LAYER_PATHS` on the (PEFT-unwrapped) model; raises :class:`TracingError` naming every path tried."""
+    torch_nn = torch.nn
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for path in LAYER_PATHS:
+        layers = _get_path(inner, path)
+        if isinstance(layers, torch_nn.ModuleList) and len(layers) > 0:
+            return layers, path
+    raise TracingError(
+        f"{type(inner).__name__}: cannot find the language decoder blocks; looked for a non-empty ModuleList at "
+        + ", ".join(LAYER_PATHS)
+    )
+
+
+def find_out_projections(layers: Any, model_name: str = "model") -> list[Any]:
+    """Per block, the attention output projection (its input is the concatenation of the heads' outputs).
+
+    Tries :data:`OUT_PROJ_PATHS` in every block; raises :class:`TracingError` naming the block and the paths."""
+    found = []
+    for i, block in enumerate(layers):
+        for path in OUT_PROJ_PATHS:
+            mod = _get_path(block, path)
+            if isinstance(mod, torch.nn.Module):
+                found.append(mod)
+                break
+        else:
+            raise TracingError(
+                f"{model_name}: block {i} ({type(block).__name__}) has no attention output projection; looked for "
+                + ", ".join(OUT_PROJ_PATHS)
+            )
+    return found
+
+
+def _in_features(mod: Any) -> int:
+    if hasattr(mod, "in_features"):
+        return int(mod.in_features)
+    weight = getattr(mod, "weight", None)
+    if weight is None:
+        raise TracingError(f"cannot tell the input width of {type(mod).__name__}")
+    return int(weight.shape[0]) if type(mod).__name__ == "Conv1D" else int(weight.shape[1])
+
+
+@dataclass
+class GenerationTrace:
+    """Activations averaged over the generated tokens of greedy decoding (one row per prompt).
+
+    ``hidden[n, L, d]``: each traced block's output; ``head_outputs[n, L, H, dh]``: each head's attention output
+    (input of the block's output projection, split into heads), ``None`` when ``heads=False``. The state averaged
+    for generated token ``k`` is the one at the position that *produced* it (the last prompt token for the first
+    generated token), so no extra forward pass is needed and the average aligns with ``token_logprobs``.
+    Generation of a row ends at its end-of-sequence token (included) or at the token completing a stop string
+    (included; the text is cut before the stop string)."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    hidden: np.ndarray
+    head_outputs: np.ndarray | None
+    token_logprobs: list[np.ndarray]
+    layers: tuple[int, ...]
+    n_prompt_tokens: np.ndarray
+
+    @property
+    def n_generated(self) -> np.ndarray:
+        """Generated tokens per prompt (tokens averaged over)."""
+        return np.asarray([len(t) for t in self.token_ids])
+
+    def mean_logprob(self) -> np.ndarray:
+        """Mean log-probability of each answer's generated tokens (a baseline confidence)."""
+        return np.asarray([float(lp.mean()) if len(lp) else 0.0 for lp in self.token_logprobs])
+
+    def feature_bytes(self) -> int:
+        """Bytes of the averaged features (independent of the generated length)."""
+        return int(self.hidden.nbytes + (0 if self.head_outputs is None else self.head_outputs.nbytes))
+
+
+def trace_generation_ids(
+    lm: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 16,
+    layers: Sequence[int] | None = None,
+    heads: bool = True,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int = 0,
+    stop: Sequence[str] | None = None,
+    decode: Any = None,
+    batch_size: int = 16,
+) -> GenerationTrace:
+    """Greedy generation from token ids with running sums of every traced block's output and every head's
+    attention output over the generated tokens (forward hooks; constant memory in the generated length).
+
+    ``lm`` is a Transformers generation model (causal LM or vision-language model, used here with text only);
+    ``decode(ids) -> str`` turns token ids into text (needed for ``stop`` strings and ``texts``)."""
+    transformers = require("transformers", "llm")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not prompt_ids:
+        raise ValueError("no prompts to trace")
+    for i, ids in enumerate(prompt_ids):
+        if len(ids) == 0:
+            raise ValueError(f"prompt {i} is empty (no tokens)")
+    stop = [s for s in (stop or []) if s]
+    if stop and decode is None:
+        raise ValueError("stop strings need a decode function")
+    blocks, _ = find_decoder_layers(lm)
+    n_layers = len(blocks)
+    chosen = tuple(range(n_layers)) if layers is None else tuple(int(i) % n_layers for i in layers)
+    if len(set(chosen)) != len(chosen):
+        raise ValueError("layers repeat")
+    cfg = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+    limit = getattr(cfg, "max_position_embeddings", None)
+    longest = max(len(p) for p in prompt_ids)
+    if limit and longest + max_new_tokens > int(limit):
+        raise ValueError(
+            f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's {limit} positions"
+        )
+    d_model = int(cfg.hidden_size)
+    n_heads = int(cfg.num_attention_heads)
+    projections = find_out_projections(blocks, type(lm).__name__) if heads else []
+    width_in = _in_features(projections[chosen[0]]) if heads else 0
+    if heads and width_in % n_heads:
+        raise TracingError(f"output projection input width {width_in} is not a multiple of {n_heads} heads")
+    head_dim = width_in // n_heads if heads else 0
+    eos = eos_token_id if eos_token_id is not None else getattr(lm.generation_config, "eos_token_id", None)
+    eos_set = {int(e) for e in ([] if eos is None else ([eos] if isinstance(eos, int) else eos))}
+    device = next(lm.parameters()).device
+
+    n = len(prompt_ids)
+    hid_all = np.zeros((n, len(chosen), d_model), dtype=np.float32)
+    head_all = np.zeros((n, len(chosen), n_heads, head_dim), dtype=np.float32) if heads else None
+    texts = [""] * n
+    token_ids: list[list[int]] = [[] for _ in range(n)]
+    logprobs: list[np.ndarray] = [np.zeros(0)] * n
+
+    pending_h: dict[int, torch.Tensor] = {}
+    pending_a: dict[int, torch.Tensor] = {}
+
+    def block_hook(k: int) -> Any:
+        def hook(_m: Any, _a: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            pending_h[k] = out[:, -1].float()
+
+        return hook
+
+    def proj_hook(k: int) -> Any:
+        def hook(_m: Any, args: Any) -> None:
+            pending_a[k] = args[0][:, -1].float()
+
+        return hook
+
+    class _Accumulate(transformers.LogitsProcessor):  # type: ignore[misc]
+        """Runs after each forward pass: adds the pending states of still-active rows to the running sums."""
+
+        def __init__(self, rows: int) -> None:
+            self.sum_h = torch.zeros((rows, len(chosen), d_model), device=device)
+            self.sum_a = torch.zeros((rows, len(chosen), width_in), device=device) if heads else None
+            self.count_h = torch.zeros((rows, len(chosen)), device=device)
+            self.count_a = torch.zeros((rows, len(chosen)), device=device)
+            self.active = torch.ones(rows, dtype=torch.bool, device=device)
+            self.tokens: list[list[int]] = [[] for _ in range(rows)]
+            self.lps: list[list[float]] = [[] for _ in range(rows)]
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            act = self.active.float()
+            for k in range(len(chosen)):
+                if k in pending_h:
+                    self.sum_h[:, k] += pending_h[k] * act[:, None]
+                    self.count_h[:, k] += act
+                if heads and k in pending_a and self.sum_a is not None:
+                    self.sum_a[:, k] += pending_a[k] * act[:, None]
+                    self.count_a[:, k] += act
+            pending_h.clear()
+            pending_a.clear()
+            logp = torch.log_softmax(scores.float(), dim=-1)
+            choice = scores.argmax(dim=-1)
+            for b in torch.nonzero(self.active).flatten().tolist():
+                tok = int(choice[b])
+                self.tokens[b].append(tok)
+                self.lps[b].append(float(logp[b, tok]))
+                done = tok in eos_set
+                if not done and stop:
+                    text = decode(self.tokens[b])
+                    done = any(s in text for s in stop)
+                if done:
+                    self.active[b] = False
+            return scores
+
+    chosen_slot = {layer: k for k, layer in enumerate(chosen)}
+    handles = []
+    try:
+        for layer, k in chosen_slot.items():
+            handles.append(blocks[layer].register_forward_hook(block_hook(k)))
+            if heads:
+                handles.append(projections[layer].register_forward_pre_hook(proj_hook(k)))
+        order = sorted(range(n), key=lambda i: len(prompt_ids[i]))
+        gen_cfg = transformers.GenerationConfig(
+            max_new_tokens=int(max_new_tokens),
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=int(pad_token_id),
+            eos_token_id=sorted(eos_set) or None,
+        )
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                batch = order[start : start + batch_size]
+                width = max(len(prompt_ids[i]) for i in batch)
+                ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for b, i in enumerate(batch):
+                    row = list(prompt_ids[i])
+                    ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                    mask[b, width - len(row) :] = 1
+                acc = _Accumulate(len(batch))
+                pending_h.clear()
+                pending_a.clear()
+                lm.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    generation_config=gen_cfg,
+                    logits_processor=transformers.LogitsProcessorList([acc]),
+                    stopping_criteria=transformers.StoppingCriteriaList([_AllDone(acc)]),
+                )
+                mean_h = (acc.sum_h / acc.count_h.clamp(min=1)[..., None]).cpu().numpy()
+                if heads and head_all is not None and acc.sum_a is not None:
+                    mean_a = (acc.sum_a / acc.count_a.clamp(min=1)[..., None]).cpu().numpy()
+                for b, i in enumerate(batch):
+                    hid_all[i] = mean_h[b]
+                    if heads and head_all is not None:
+                        head_all[i] = mean_a[b].reshape(len(chosen), n_heads, head_dim)
+                    toks = acc.tokens[b]
+                    token_ids[i] = toks
+                    logprobs[i] = np.asarray(acc.lps[b], dtype=np.float64)
+                    if decode is not None:
+                        text = decode([t for t in toks if t not in eos_set])
+                        for s in stop:
+                            cut = text.find(s)
+                            if cut >= 0:
+                                text = text[:cut]
+                        texts[i] = text
+    finally:
+        for h in handles:
+            h.remove()
+    return GenerationTrace(
+        texts=texts,
+        token_ids=token_ids,
+        hidden=hid_all,
+        head_outputs=head_all,
+        token_logprobs=logprobs,
+        layers=chosen,
+        n_prompt_tokens=np.asarray([len(p) for p in prompt_ids]),
+    )
+
+
+class _AllDone:
+    """Stopping criterion: every row has ended (end-of-sequence token or stop string)."""
+
+    def __init__(self, acc: Any) -> None:
+        self.acc = acc
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        done = not bool(self.acc.active.any())
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def trace_generation(
+    model: HFModel,
+    prompts: Sequence[str],
+    max_new_tokens: int = 16,
+    layers: Sequence[int] | None = None,
+    heads: bool = True,
+    stop: Sequence[str] | None = None,
+    batch_size: int | None = None,
+) -> GenerationTrace:
+    """Greedy answers to ``prompts`` with per-layer hidden states and per-head attention outputs averaged over the
+    generated tokens (running sums in forward hooks) and per-token log-probabilities; see :class:`GenerationTrace`.
+
+    Prompts are tokenized with ``model.encode``; decoder blocks and output projections are found at run time
+    (:func:`find_decoder_layers`, :func:`find_out_projections`)."""
+    tok = model.tokenizer
+    encoded = []
+    for i, p in enumerate(prompts):
+        if not p:
+            raise ValueError(f"prompt {i} is empty")
+        encoded.append(model.encode(p))
+
+    def decode(ids: Sequence[int]) -> str:
+        return str(tok.decode(list(ids), skip_special_tokens=True))
+
+    eos = model.model.generation_config.eos_token_id
+    if eos is None:
+        eos = tok.eos_token_id
+    return trace_generation_ids(
+        model.model,
+        encoded,
+        max_new_tokens=max_new_tokens,
+        layers=layers,
+        heads=heads,
+        eos_token_id=eos,
+        pad_token_id=int(tok.pad_token_id),
+        stop=stop,
+        decode=decode,
+        batch_size=batch_size or min(model.batch_size, 16),
+    )

@@ -1,0 +1,1 @@
+"""Hallucination-detector ensemble on internal representations (arXiv 2510.14330)."""
