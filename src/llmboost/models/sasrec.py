@@ -65,7 +65,9 @@ class SASRec(TorchRecommender):
     def _build(self, train: Interactions) -> nn.Module:
         return SASRecNetwork(train.n_items, self.hidden, self.layers, self.heads, self.dropout, self.max_len)
 
-    def _batches(self, train: Interactions, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _batches(
+        self, train: Interactions, rng: np.random.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Batches of (users, input, target) windows of ``max_len + 1`` training items, shifted by one, bucketed
         by length so little padding is computed: each user's last window (``train_on="last_window"``) or
         windows tiling the whole history so every training event after a user's first is a target
@@ -199,8 +201,8 @@ class SelfAttentionBlock(nn.Module):
 def _training_windows(
     train: Interactions, width: int, train_on: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The owning user of each window, left-padded windows of ids + 1 (n_windows, width) and their lengths. Windows end at the user's
-    last event and, for ``"all_windows"``, every ``width - 1`` events earlier (consecutive windows share
+    """The owning user of each window, the left-padded windows of ids + 1 (n_windows, width) and their
+    lengths. Windows end at the user's last event and, for ``"all_windows"``, every ``width - 1`` events earlier (consecutive windows share
     one item, the input of the first target), so each event after a user's first is a target once."""
     counts = train.user_counts()
     users = np.flatnonzero(counts >= 2)

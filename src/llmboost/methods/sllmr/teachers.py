@@ -308,7 +308,9 @@ class EmbeddingTeacher(Teacher):
 
     @property
     def version(self) -> str:
-        return f"sllmr-embedding@v1:h{self.max_history}"
+        # no prompt: the "wording" is the scoring rule, hashed like a template's fingerprint
+        rule = hashlib.sha256(b"mean-of-history-embeddings cosine").hexdigest()[:12]
+        return f"sllmr-embedding@v1:{rule}:h{self.max_history}"
 
     def judge(self, cands, pairs, train, texts, store, progress=False, compute=True) -> Judgements:
         check_texts(texts, cands.items, "candidate")
