@@ -202,8 +202,9 @@ def _training_windows(
     train: Interactions, width: int, train_on: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The owning user of each window, the left-padded windows of ids + 1 (n_windows, width) and their
-    lengths. Windows end at the user's last event and, for ``"all_windows"``, every ``width - 1`` events earlier (consecutive windows share
-    one item, the input of the first target), so each event after a user's first is a target once."""
+    lengths. Windows end at the user's last event and, for ``"all_windows"``, every ``width - 1`` events
+    earlier (consecutive windows share one item, the input of the first target), so each event after a
+    user's first is a target once."""
     counts = train.user_counts()
     users = np.flatnonzero(counts >= 2)
     n_windows = np.ones(len(users), dtype=np.int64)
