@@ -1,4 +1,4 @@
-# Fresh machine: `make run` trains and evaluates the default model; `make test` runs the test suite.
+# Fresh machine: `make run` runs the main job (`llmboost reproduce --preset quick`); `make test` runs the test suite.
 # Both create .venv on first use, installing torch==2.13.0 (the CPU build) before anything else.
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,7 +28,7 @@ $(SERVER_STAMP): $(STAMP)
 	touch $(SERVER_STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/llmboost train $(ARGS)
+	$(VENV)/bin/llmboost reproduce --preset quick $(ARGS)
 
 test: $(STAMP) $(SERVER_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
