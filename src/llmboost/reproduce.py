@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from llmboost import __version__
-from llmboost.config import ConfigError, _set_dotted, from_mapping, to_dict
+from llmboost.config import ConfigError, apply_overrides, from_mapping, to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +110,11 @@ def split_overrides(overrides: Sequence[str], stages: Sequence[str]) -> dict[str
 
 def stage_config(method: Method, preset: str, overrides: Sequence[str]) -> Any:
     """The method's preset configuration with ``key=value`` overrides applied and validated."""
-    import yaml
-
     config_module = importlib.import_module(f"{method.package}.config")
     base = config_module.preset(preset)
     raw = to_dict(base)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
     try:
+        apply_overrides(raw, overrides)
         return from_mapping(type(base), raw, method.key)
     except ConfigError as exc:
         raise ConfigError(f"{method.key}: {exc}") from exc

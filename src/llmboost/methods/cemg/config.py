@@ -8,14 +8,11 @@ training, meant for a GPU).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from llmboost.config import ConfigError, _set_dotted, from_mapping, to_dict
+from llmboost.config import ConfigError, apply_overrides, from_mapping, read_config_file, to_dict
 
 DEFAULT_VARIANTS = ("sasrec", "tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")
 VARIANTS = (*DEFAULT_VARIANTS, "cemg_llm")  #: cemg_llm: the LLM generator on CEMG's IDs (slow on CPU)
@@ -163,23 +160,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None and str(path) in PRESETS:
         base = preset(str(path))
     elif path is not None:
-        path = Path(path)
-        if not path.exists():
+        if not Path(path).exists():
             raise ConfigError(f"config {path} is neither a preset {list(PRESETS)} nor an existing file")
-        text = path.read_text()
-        try:
-            raw = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot parse: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        raw = read_config_file(path)
     merged = to_dict(base)
     _deep_update(merged, raw)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. rqvae.epochs=50)")
-        _set_dotted(merged, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    apply_overrides(merged, overrides)
     config = from_mapping(CEMGConfig, merged)
     validate(config)
     return config
