@@ -82,7 +82,34 @@ def test_folded_probe_equals_the_sklearn_pipeline():
     assert np.allclose(probe.predict_proba(X), probe.pipeline_.predict_proba(X)[:, 1], atol=1e-9)
 
 
-def test_stacked_inference_equals_the_mean_of_the_probes(fitted):
+def _sklearn_mean(ens: DetectorEnsemble, feats: Features) -> np.ndarray:
+    """The reference: scikit-learn's own pipelines (scaler -> PCA -> logistic regression), averaged."""
+    return np.mean([ens.probes_[k].pipeline_.predict_proba(feats.block(k).astype(np.float64))[:, 1]
+                    for k in ens.kept_], axis=0)
+
+
+def test_stacked_inference_equals_the_sklearn_pipelines(fitted):
     te, _ = synthetic(7, 8)
-    loop = np.mean([p.predict_proba(te.block(k)) for k, p in fitted.probes_.items()], axis=0)
-    assert np.allclose(fitted.predict_proba(te), loop, atol=1e-12)
+    assert np.allclose(fitted.predict_proba(te), _sklearn_mean(fitted, te), rtol=0, atol=1e-6)
+    assert fitted.stacked_.n_kept == len(fitted.kept_) == 2
+
+
+def test_stacked_inference_matches_sklearn_on_llm_like_features():
+    """More dimensions than answers (PCA limited by n), offsets in the hundreds like real hidden states, layers
+    and heads both kept; single answer and batch; an ensemble saved before stacking existed."""
+    rng = np.random.default_rng(9)
+    n, n_layers, d, n_heads, dh = 60, 4, 48, 3, 16
+    y = rng.integers(0, 2, n)
+    hidden = (rng.normal(size=(n, n_layers, d)) * 3 + rng.normal(scale=300, size=d)).astype(np.float32)
+    heads = rng.normal(size=(n, n_layers, n_heads, dh)).astype(np.float32)
+    hidden[:, :2, 0] += 12 * y[:, None]  # layers 0, 1 and the heads of layer 2 carry the label
+    heads[:, 2, :, 0] += 3 * y[:, None]
+    feats = Features(hidden, heads, np.zeros(n), np.full(n, 5))
+    ens = DetectorEnsemble(f1_threshold=0.75).fit(feats[:40], y[:40], feats[40:], y[40:])
+    assert {k[0] for k in ens.kept_} == {"layer", "head"} and len(ens.kept_) < len(ens.all_keys_)
+    for rows in (slice(0, 1), slice(0, n)):
+        assert np.allclose(ens.predict_proba(feats[rows]), _sklearn_mean(ens, feats[rows]), rtol=0, atol=1e-6)
+    del ens.stacked_  # as loaded from an ensemble saved before stacking: rebuilt on first use
+    assert np.allclose(ens.predict_proba(feats), _sklearn_mean(ens, feats), rtol=0, atol=1e-6)
+    layers_only = DetectorEnsemble(f1_threshold=0.0, heads=False).fit(feats[:40], y[:40], feats[40:], y[40:])
+    assert np.allclose(layers_only.predict_proba(feats), _sklearn_mean(layers_only, feats), rtol=0, atol=1e-6)
