@@ -46,21 +46,25 @@ class StackedProbes:
         b_head: np.ndarray | None,
         head_rows: np.ndarray,
     ) -> None:
-        self.w_layer = w_layer[:, :, None]  # [L, d, 1] for np.matmul
+        self.w_layer = np.ascontiguousarray(w_layer[:, :, None])  # [L, d, 1] for np.matmul
         self.b_layer = b_layer
         self.layer_rows = layer_rows
-        self.w_head = None if w_head is None else w_head[:, :, None]  # [L*H, dh, 1]
+        self.w_head = None if w_head is None else np.ascontiguousarray(w_head[:, :, None])  # [L*H, dh, 1]
         self.b_head = b_head
         self.head_rows = head_rows
         self.n_kept = len(layer_rows) + len(head_rows)
 
-    def logits(self, hidden: np.ndarray, heads: np.ndarray | None) -> np.ndarray:
-        """``[n, K]`` logits of the kept detectors (layers first, then heads, each in feature order)."""
+    def logits(self, hidden: np.ndarray, heads: np.ndarray | None, chunk: int = 16) -> np.ndarray:
+        """``[n, K]`` logits of the kept detectors (layers first, then heads, each in feature order); rows go
+        ``chunk`` at a time so the float64 copies stay in cache."""
         n = hidden.shape[0]
+        if n > chunk:
+            return np.concatenate([self.logits(hidden[i : i + chunk], None if heads is None else heads[i : i + chunk])
+                                   for i in range(0, n, chunk)])
         parts = []
         if len(self.layer_rows):
             # [L, n, d] @ [L, d, 1] -> [L, n], in float64 like scikit-learn (hidden states reach the hundreds:
-            # float32 sums would be off by ~1e-5 in the logit); one cast, then same-dtype matmul (fast path)
+            # float32 sums would be off by ~1e-5 in the logit); one cast, then a same-dtype matmul (fast path)
             x = np.asarray(hidden, dtype=np.float64).transpose(1, 0, 2)
             z = np.matmul(x, self.w_layer)[:, :, 0]
             parts.append((z + self.b_layer[:, None])[self.layer_rows].T)
