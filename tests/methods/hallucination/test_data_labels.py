@@ -9,12 +9,14 @@ import pytest
 
 from llmboost.methods.hallucination.data import (
     QADataError,
+    conversation_score,
     crag_items,
     few_shot_prompt,
     geonames_qa,
     load_crag_mm,
     load_qa_file,
     multi_turn_scores,
+    multi_turn_truthfulness,
 )
 from llmboost.methods.hallucination.labels import LLMJudge, exact_match, is_idk, label_answer, rates, truthfulness
 
@@ -72,9 +74,38 @@ def test_crag_mm_single_and_multi_turn_fixtures():
 
 
 def test_multi_turn_early_stop_rule():
-    # two consecutive hallucinations end the conversation: later turns score 0 even if they would be correct
+    # CRAG-MM (organisers' calculate_scores): two consecutive answers that are not correct end the conversation;
+    # the two keep their scores, every later turn is missing (0) even where it would be correct
     assert multi_turn_scores(["correct", "hallucinated", "hallucinated", "correct"]) == [1, -1, -1, 0]
-    assert multi_turn_scores(["hallucinated", "missing", "hallucinated", "correct"]) == [-1, 0, -1, 1]
+    assert multi_turn_scores(["hallucinated", "missing", "correct", "correct"]) == [-1, 0, 0, 0]
+    assert multi_turn_scores(["missing", "missing", "hallucinated"]) == [0, 0, 0]
+    assert multi_turn_scores(["hallucinated", "correct", "hallucinated", "correct"]) == [-1, 1, -1, 1]
+    assert conversation_score(["correct", "hallucinated", "hallucinated", "correct"]) == -0.25
+
+
+def test_multi_turn_scoring_on_a_published_format_fixture():
+    """Column-oriented rows as in the Hugging Face crag-mm-multi-turn-public set: conversations of 4, 3, 2 turns."""
+    sessions = load_crag_mm(FIX / "crag_multi_turn.jsonl")
+    assert [len(s.turns) for s in sessions] == [4, 3, 2]
+    assert sessions[1].turns[2].query == "What is its capital?" and sessions[1].turns[2].answer == "Tokyo"
+    assert sessions[0].meta["turn_fields"]["domain"] == [7, 7, 7, 7]
+    items = crag_items(sessions)
+    assert [(i.meta["session_id"], i.meta["turn"]) for i in items][3:6] == [("mt-a", 3), ("mt-b", 0), ("mt-b", 1)]
+    prompt = few_shot_prompt(items[5], [])
+    assert prompt.endswith("Q: Which car brand makes this model?\nA: Toyota\nQ: In which country is that brand "
+                           "based?\nA:")
+    outcomes = {
+        "mt-a": ["correct", "missing", "hallucinated", "correct"],  # stopped after turn 2: 1 + 0 - 1 + 0 -> 0/4
+        "mt-b": ["hallucinated", "correct", "correct"],  # never two wrong in a row: -1 + 1 + 1 -> 1/3
+        "mt-c": ["missing", "missing"],  # 0
+    }
+    flat = [outcomes[i.meta["session_id"]][i.meta["turn"]] for i in items]
+    sess = [i.meta["session_id"] for i in items]
+    assert multi_turn_truthfulness(flat, sess) == pytest.approx((0 + 1 / 3 + 0) / 3)
+    # turn order comes from the turn index, not from the row order
+    order = list(reversed(range(len(items))))
+    assert multi_turn_truthfulness([flat[k] for k in order], [sess[k] for k in order],
+                                   [items[k].meta["turn"] for k in order]) == pytest.approx(1 / 9)
 
 
 def test_exact_match_idk_and_bad_answers():

@@ -63,3 +63,35 @@ def test_tiny_run_writes_report_and_resumes(smollm2, tmp_path, monkeypatch):
     monkeypatch.setattr(tracing, "trace_generation", boom)
     again = run_experiment(cfg, tmp_path, progress=False)
     assert again["headline"] == result["headline"]
+
+
+def test_multi_turn_conversations_stay_in_one_split_and_are_scored():
+    """CRAG-MM multi-turn: splits keep every conversation whole; each method also reports the multi-turn
+    truthfulness with the early-stop rule (synthetic features, 30 conversations of 4 turns)."""
+    import numpy as np
+
+    from llmboost.methods.hallucination.data import multi_turn_truthfulness
+    from llmboost.methods.hallucination.experiment import run_seed, split_indices
+    from llmboost.methods.hallucination.features import Features
+
+    rng = np.random.default_rng(0)
+    n = 120
+    sessions = [f"s{k // 4}" for k in range(n)]
+    turns = [k % 4 for k in range(n)]
+    y = rng.integers(0, 2, n)
+    outcomes = ["correct" if v else "hallucinated" for v in y]
+    hidden = rng.normal(size=(n, 2, 6)).astype(np.float32)
+    hidden[:, 1, 0] += 3 * y
+    feats = Features(hidden, None, rng.normal(size=n), np.full(n, 3))
+    cfg = preset("quick")
+    idx = split_indices(n, cfg, 0, sessions)
+    where = {sessions[i]: name for name, rows in idx.items() for i in rows}
+    assert all(where[sessions[i]] == name for name, rows in idx.items() for i in rows)  # no conversation is cut
+    assert sorted(np.concatenate(list(idx.values())).tolist()) == list(range(n))
+    res, _ = run_seed(feats, outcomes, None, cfg, 0, conversations=(sessions, turns))
+    m = res["metrics"]
+    te = idx["test"]
+    assert m["no_abstention"]["multi_turn_truthfulness"] == pytest.approx(
+        multi_turn_truthfulness([outcomes[i] for i in te], [sessions[i] for i in te], [turns[i] for i in te]))
+    # abstaining on the likely-wrong answers avoids hallucinations and early stops: better than always answering
+    assert m["ensemble"]["multi_turn_truthfulness"] > m["no_abstention"]["multi_turn_truthfulness"]

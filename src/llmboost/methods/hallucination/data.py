@@ -281,21 +281,24 @@ def load_crag_mm(path: str | Path, limit: int | None = None) -> list[CragSession
 
 
 def crag_items(sessions: Sequence[CragSession]) -> list[QAItem]:
-    """Every turn as a :class:`QAItem` (earlier turns of a session go into ``meta['history']``)."""
+    """Every turn as a :class:`QAItem`; ``meta`` holds ``session_id``, ``turn`` (index in the conversation) and
+    ``history`` (the earlier turns' questions and gold answers)."""
     items = []
     for s in sessions:
         history: list[tuple[str, str]] = []
-        for t in s.turns:
+        for k, t in enumerate(s.turns):
             items.append(QAItem(t.interaction_id, t.query, (t.answer,), "crag_mm",
-                                {"session_id": s.session_id, "image": s.image, "history": tuple(history)}))
+                                {"session_id": s.session_id, "turn": k, "image": s.image, "history": tuple(history)}))
             history.append((t.query, t.answer))
     return items
 
 
 def multi_turn_scores(outcomes: Sequence[str], stop_after: int = 2) -> list[int]:
-    """CRAG-MM multi-turn scoring of one conversation, turn by turn (``outcomes`` in ``correct`` / ``missing`` /
-    ``hallucinated``): +1, 0, -1, except that after ``stop_after`` consecutive hallucinated answers the
-    conversation ends (early stop) and every later turn scores 0 (missing)."""
+    """CRAG-MM multi-turn scoring of one conversation, turn by turn (arXiv 2510.26160 §4, "Multi-Turn VQA";
+    the organisers' evaluator ``calculate_scores``): each turn scores +1 (``correct``), 0 (``missing``) or -1
+    (``hallucinated``), except that the conversation **stops** once ``stop_after`` (2) consecutive answers are
+    wrong — *not correct*, so "I don't know" counts as wrong here too — and every later turn counts as missing
+    (0), as a user who lost trust would not ask them. The turns that triggered the stop keep their own scores."""
     scores, run, stopped = [], 0, False
     for o in outcomes:
         if o not in ("correct", "missing", "hallucinated"):
@@ -304,18 +307,46 @@ def multi_turn_scores(outcomes: Sequence[str], stop_after: int = 2) -> list[int]
             scores.append(0)
             continue
         scores.append({"correct": 1, "missing": 0, "hallucinated": -1}[o])
-        run = run + 1 if o == "hallucinated" else 0
+        run = 0 if o == "correct" else run + 1
         stopped = run >= stop_after
     return scores
+
+
+def conversation_score(outcomes: Sequence[str], stop_after: int = 2) -> float:
+    """One conversation's multi-turn score: the mean of :func:`multi_turn_scores` over all its turns
+    (= accuracy - hallucination rate after the early stop, as in the organisers' evaluator)."""
+    if not outcomes:
+        raise ValueError("a conversation needs at least one turn")
+    return float(sum(multi_turn_scores(outcomes, stop_after)) / len(outcomes))
+
+
+def multi_turn_truthfulness(
+    outcomes: Sequence[str], sessions: Sequence[str], turns: Sequence[int] | None = None, stop_after: int = 2
+) -> float:
+    """CRAG-MM multi-turn truthfulness: the mean over conversations (each weighted equally, whatever its length)
+    of :func:`conversation_score`. ``outcomes[i]`` belongs to conversation ``sessions[i]`` at turn ``turns[i]``
+    (default: the order of appearance); turns are put in order before the early-stop rule is applied."""
+    if len(outcomes) != len(sessions) or (turns is not None and len(turns) != len(outcomes)):
+        raise ValueError("outcomes, sessions and turns differ in length")
+    if not len(outcomes):
+        raise ValueError("no turns to score")
+    by_session: dict[str, list[tuple[int, str]]] = {}
+    for i, (o, s) in enumerate(zip(outcomes, sessions, strict=True)):
+        by_session.setdefault(s, []).append((i if turns is None else int(turns[i]), o))
+    return float(sum(conversation_score([o for _, o in sorted(v)], stop_after) for v in by_session.values())
+                 / len(by_session))
 
 
 # ------------------------------------------------------------------------------------------------- prompts
 def few_shot_prompt(item: QAItem, shots: Sequence[QAItem], idk: bool = False) -> str:
     """A plain completion prompt: a few solved questions, then this one (``idk``: an instruction to answer
-    "I don't know" when unsure, the prompting baseline)."""
+    "I don't know" when unsure, the prompting baseline). A multi-turn item's earlier turns come right before it."""
     head = "Answer each question with a short answer. If you are not sure, answer \"I don't know\".\n\n" if idk else ""
     body = "".join(f"Q: {s.question}\nA: {s.answers[0]}\n\n" for s in shots)
-    return f"{head}{body}Q: {item.question}\nA:"
+    # a CRAG-MM follow-up turn: the conversation so far (with the gold answers, so every turn can be generated
+    # in one batch; the organisers' evaluator feeds the system's own earlier answers instead)
+    history = "".join(f"Q: {q}\nA: {a}\n" for q, a in item.meta.get("history", ()))
+    return f"{head}{body}{history}Q: {item.question}\nA:"
 
 
 def sample_items(items: Sequence[QAItem], n: int | None, seed: int) -> list[QAItem]:

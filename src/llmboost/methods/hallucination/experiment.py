@@ -32,6 +32,7 @@ from llmboost.methods.hallucination.data import (
     geonames_qa,
     load_crag_mm,
     load_qa_file,
+    multi_turn_truthfulness,
     sample_items,
 )
 from llmboost.methods.hallucination.detectors import Probe, auroc
@@ -153,25 +154,44 @@ def generate_idk(model: Any, prompts: list[str], config: HallucinationConfig, pa
     return done
 
 
-def split_indices(n: int, config: HallucinationConfig, seed: int) -> dict[str, np.ndarray]:
-    """Random train / selection / calibration / test indices."""
+def split_indices(
+    n: int, config: HallucinationConfig, seed: int, groups: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Random train / selection / calibration / test indices. With ``groups`` (CRAG-MM conversations), every
+    turn of a conversation falls in the same split: conversations are shuffled and the cuts move to the next
+    conversation boundary."""
     s = config.split
     if min(s.train, s.selection, s.calibration) <= 0 or s.train + s.selection + s.calibration >= 1:
         raise ValueError("split fractions must be positive and leave a test split (train+selection+calibration < 1)")
-    perm = np.random.default_rng(seed).permutation(n)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(n)
+        cuts = []
+    else:
+        if len(groups) != n:
+            raise ValueError(f"{len(groups)} group ids for {n} questions")
+        uniq = list(dict.fromkeys(groups))
+        rank = {uniq[j]: pos for pos, j in enumerate(rng.permutation(len(uniq)))}
+        perm = np.asarray(sorted(range(n), key=lambda i: (rank[groups[i]], i)))
+        cuts = [k for k in range(1, n) if groups[perm[k]] != groups[perm[k - 1]]] + [n]
     a = round(n * s.train)
     b = a + round(n * s.selection)
     c = b + round(n * s.calibration)
+    if cuts:
+        a, b, c = (min(k for k in cuts if k >= t) for t in (a, b, c))
     return {"train": perm[:a], "selection": perm[a:b], "calibration": perm[b:c], "test": perm[c:]}
 
 
 def run_seed(
     features: Features, outcomes: list[str], idk_outcomes: list[str] | None, config: HallucinationConfig, seed: int,
-    progress: bool = False,
+    progress: bool = False, conversations: tuple[list[str], list[int]] | None = None,
 ) -> tuple[dict[str, Any], DetectorEnsemble]:
-    """Stage 4 for one random split: fit, select, calibrate, evaluate every method on the test split."""
+    """Stage 4 for one random split: fit, select, calibrate, evaluate every method on the test split. With
+    ``conversations`` (session id and turn index per question, CRAG-MM multi-turn), splits keep conversations
+    whole and every method also gets the multi-turn truthfulness (early-stop rule, :func:`multi_turn_truthfulness`)
+    of its answers after abstention."""
     det = config.detectors
-    idx = split_indices(len(outcomes), config, seed)
+    idx = split_indices(len(outcomes), config, seed, None if conversations is None else conversations[0])
     y = np.asarray([o == "correct" for o in outcomes], dtype=int)
     out = np.asarray(outcomes)
     tr, se, ca, te = (idx[k] for k in ("train", "selection", "calibration", "test"))
@@ -199,6 +219,15 @@ def run_seed(
     metrics["ensemble_paper"] = rates(abstain_outcomes(test_out, scores_test["ensemble"], det.paper_threshold))
     if idk_outcomes is not None:
         metrics["idk_prompt"] = rates([idk_outcomes[i] for i in te])
+    if conversations is not None:
+        sess, turn = [conversations[0][i] for i in te], [conversations[1][i] for i in te]
+        after = {"no_abstention": test_out, "ensemble_paper": abstain_outcomes(test_out, scores_test["ensemble"],
+                                                                                det.paper_threshold)}
+        after |= {m: abstain_outcomes(test_out, scores_test[m], thresholds[m]) for m in thresholds}
+        if idk_outcomes is not None:
+            after["idk_prompt"] = [idk_outcomes[i] for i in te]
+        for m, outs in after.items():
+            metrics[m]["multi_turn_truthfulness"] = multi_turn_truthfulness(outs, sess, turn)
     per_detector = ens.detector_proba(features[te])
     det_auc = {"/".join(map(str, k)): auroc(y[te], p) for k, p in per_detector.items()}
     result = {
@@ -215,6 +244,15 @@ def run_seed(
     }
     ens.abstain_threshold_ = thresholds["ensemble"]
     return result, ens
+
+
+def _conversations(items: list[QAItem]) -> tuple[list[str], list[int]] | None:
+    """Session id and turn index of every question when some CRAG-MM conversation has several turns (other
+    questions are conversations of one turn); ``None`` otherwise (single-turn scoring only)."""
+    sessions = [str(i.meta.get("session_id", f"q:{i.id}")) for i in items]
+    if len(set(sessions)) == len(sessions):
+        return None
+    return sessions, [int(i.meta.get("turn", 0)) for i in items]
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -284,7 +322,10 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
     ])
 
     (out_dir / "seeds").mkdir(exist_ok=True)
+    conversations = _conversations(items)
     det_key = _hash(label_key, as_dict(config)["detectors"], as_dict(config)["split"] | {"seeds": None})
+    if conversations is not None:  # conversation-grouped splits differ from plain ones
+        det_key = _hash(det_key, "conversations")
     seed_results = []
     first_ensemble = None
     for seed in tqdm(config.split.seeds, desc="splits", disable=not progress):
@@ -292,7 +333,7 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
         if path.exists() and (first_ensemble is not None or (out_dir / "reliability" / "ensemble.json").exists()):
             seed_results.append(json.loads(path.read_text()))
             continue
-        res, ens = run_seed(features, outcomes, idk_outcomes, config, seed, progress)
+        res, ens = run_seed(features, outcomes, idk_outcomes, config, seed, progress, conversations)
         _write_json(path, res)
         seed_results.append(res)
         if first_ensemble is None:
@@ -394,8 +435,12 @@ def render_report(results: dict[str, Any]) -> str:
         "CRAG-MM truthfulness = mean of +1 (correct), 0 (missing / \"I don't know\"), -1 (hallucinated), on the "
         "test split; mean ± std over the splits. Thresholds are tuned for truthfulness on the calibration split.",
         "",
-        "| method | truthfulness | accuracy | missing | hallucination | AUROC (P(correct)) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    multi = any("multi_turn_truthfulness" in r for r in t.values())
+    lines += [
+        "| method | truthfulness | accuracy | missing | hallucination | AUROC (P(correct)) |"
+        + (" multi-turn truthfulness |" if multi else ""),
+        "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if multi else ""),
     ]
     for m in METHODS:
         if m not in t:
@@ -406,7 +451,7 @@ def render_report(results: dict[str, Any]) -> str:
             return "–" if k not in r or math.isnan(r[k]["mean"]) else f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}"
 
         lines.append(f"| {LABELS[m]} | {f('truthfulness')} | {f('accuracy')} | {f('missing')} | "
-                     f"{f('hallucination')} | {f('auroc')} |")
+                     f"{f('hallucination')} | {f('auroc')} |" + (f" {f('multi_turn_truthfulness')} |" if multi else ""))
     d = results["detectors"]
     best = sorted(d["test_auroc_mean"].items(), key=lambda kv: -np.nan_to_num(kv[1]))[:10]
     lines += [
