@@ -54,9 +54,10 @@ class StackedProbes:
         self.head_rows = head_rows
         self.n_kept = len(layer_rows) + len(head_rows)
 
-    def logits(self, hidden: np.ndarray, heads: np.ndarray | None, chunk: int = 16) -> np.ndarray:
+    def logits(self, hidden: np.ndarray, heads: np.ndarray | None, chunk: int = 4) -> np.ndarray:
         """``[n, K]`` logits of the kept detectors (layers first, then heads, each in feature order); rows go
-        ``chunk`` at a time so the float64 copies stay in cache."""
+        ``chunk`` at a time so the float64 copies stay in cache (4 rows of SmolLM2-135M features: 1.1 MB; measured
+        fastest per answer among 1-16)."""
         n = hidden.shape[0]
         if n > chunk:
             return np.concatenate([self.logits(hidden[i : i + chunk], None if heads is None else heads[i : i + chunk])
