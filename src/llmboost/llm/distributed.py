@@ -110,7 +110,7 @@ class VLLMLanguageModel:
         """Summed log-prob of each choice's tokens after its prompt, from vLLM ``prompt_logprobs``."""
         from vllm.inputs import TokensPrompt
 
-        from llmboost.llm.hf import encode_continuation, encode_prompt
+        from llmboost.llm.loading import encode_continuation, encode_prompt
 
         prompts, spans = [], []
         for req in requests:
