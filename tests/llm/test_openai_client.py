@@ -46,6 +46,13 @@ def _client(srv: FakeOpenAIServer, **kw) -> OpenAICompatibleModel:
     return OpenAICompatibleModel(srv.url, **kw)
 
 
+def _assert_expected(reqs, out):
+    """``out`` holds what a correct client computes from the fake server's echo for every choice."""
+    assert len(out) == len(reqs)
+    for r, v in zip(reqs, out, strict=True):
+        np.testing.assert_array_equal(v, [expected_choice_logprob(r.prompt, c) for c in r.choices])
+
+
 def test_echo_scores_sum_choice_tokens(srv):
     model = _client(srv, echo=None)
     assert isinstance(model, LanguageModel)
@@ -122,8 +129,7 @@ def test_concurrency_keeps_order(srv):
     model = _client(srv, model="m", concurrency=4)
     reqs = [ChoiceRequest(f"Question {i}? Answer:", (" yes", " no")) for i in range(6)]
     out = model.choice_logprobs(reqs)
-    for r, v in zip(reqs, out, strict=True):
-        np.testing.assert_array_equal(v, [expected_choice_logprob(r.prompt, c) for c in r.choices])
+    _assert_expected(reqs, out)
     assert model.generate([f"p{i}" for i in range(5)]) == [f"chat:p{i}" for i in range(5)]
 
 
@@ -134,8 +140,7 @@ def test_connections_are_reused_and_prompts_batched(srv):
     model = _client(srv, model="m", prompts_per_request=4)
     reqs = [ChoiceRequest(f"Question {i}? Answer:", (" yes", " no")) for i in range(5)]
     out = model.choice_logprobs(reqs)
-    for r, v in zip(reqs, out, strict=True):
-        np.testing.assert_array_equal(v, [expected_choice_logprob(r.prompt, c) for c in r.choices])
+    _assert_expected(reqs, out)
     sizes = [len(p["prompt"]) if isinstance(p["prompt"], list) else 1 for _, _, p, _ in srv.requests]
     assert sizes == [4, 4, 2], "10 prompts in 3 requests of at most 4"
     gen = _client(srv, model="m", generation="completions", prompts_per_request=8)
@@ -158,8 +163,7 @@ def test_server_refusing_prompt_lists_gets_one_prompt_per_request():
         reqs = [ChoiceRequest(f"Question {i}? Answer:", (" yes", " no")) for i in range(3)]
         out = model.choice_logprobs(reqs)
         assert model.multi_prompt is False
-        for r, v in zip(reqs, out, strict=True):
-            np.testing.assert_array_equal(v, [expected_choice_logprob(r.prompt, c) for c in r.choices])
+        _assert_expected(reqs, out)
         prompts = [p["prompt"] for _, _, p, _ in srv.requests]
         assert isinstance(prompts[0], list) and len(prompts[0]) == 6, "one try with the list, not retried"
         assert all(isinstance(p, str) for p in prompts[1:]) and len(prompts) == 1 + 6

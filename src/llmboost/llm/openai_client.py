@@ -52,7 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from llmboost._optional import MissingExtraError
-from llmboost.llm.base import ChoiceRequest
+from llmboost.llm.base import ChoiceRequest, per_request
 
 __all__ = ["LLMServerError", "OpenAICompatibleModel"]
 
@@ -350,7 +350,7 @@ class OpenAICompatibleModel:
         if self.echo is False:
             return self._score_top(requests)
         pairs = [(r.prompt, c) for r in requests for c in r.choices]
-        return _split(requests, self._score_echo(pairs))
+        return per_request(requests, self._score_echo(pairs))
 
     def _echo_is_sound(self, prompt: str) -> bool:
         """Check once that echoed prompt log-probs agree with the next-token log-prob the server reports.
@@ -562,15 +562,6 @@ def _choice_tokens(tokens: Sequence[str], choice: str, generated: str) -> list[i
                 j -= 1
         return list(range(j, k))
     return None
-
-
-def _split(requests: Sequence[ChoiceRequest], scores: Sequence[float | None]) -> list[np.ndarray]:
-    out, i = [], 0
-    for req in requests:
-        n = len(req.choices)
-        out.append(np.array(scores[i : i + n], dtype=np.float64))
-        i += n
-    return out
 
 
 def _retry_after(value: str | None) -> float | None:
