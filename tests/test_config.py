@@ -78,3 +78,60 @@ def test_shipped_configs_load() -> None:
     for path in files:
         config = load_config(path)
         assert config.model.name in {"sasrec", "bprmf", "popular"}
+
+
+# -- the method loaders read files and overrides through the same helpers -------------------------------------
+
+_METHOD_LOADERS = {
+    # method: (loader, file text, override, check of the loaded config, what a missing source says)
+    "sllmr": ("llmboost.methods.sllmr.config:load_config", "lam: 0.2\n", "gate.mode=hard",
+              lambda c: c.lam == 0.2 and c.gate.mode == "hard", "neither a preset"),
+    "llm_i2i": ("llmboost.methods.llm_i2i.config:load", "preset: quick\ngenerator: {budget: 7}\n", "seeds=[3]",
+                lambda c: c.generator.budget == 7 and c.datasets == ["movielens-100k"] and c.seeds == [3],
+                "not a preset"),
+    "hallucination": ("llmboost.methods.hallucination.config:load", "data: {n_geonames: 50}\n", "split.seeds=[4]",
+                      lambda c: c.data.n_geonames == 50 and c.split.seeds == [4], "neither a preset"),
+    "cemg": ("llmboost.methods.cemg.config:load_config", "seeds: [5]\n", "rqvae.levels=2",
+             lambda c: c.seeds == [5] and c.rqvae.levels == 2, "neither a preset"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(_METHOD_LOADERS))
+def test_method_loaders_share_file_and_override_parsing(method: str, tmp_path) -> None:
+    import importlib
+    import json
+
+    import yaml
+
+    target, text, override, check, missing = _METHOD_LOADERS[method]
+    module, _, name = target.partition(":")
+    load = getattr(importlib.import_module(module), name)
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert check(load(path, [override]))
+    as_json = tmp_path / "run.json"
+    as_json.write_text(json.dumps(yaml.safe_load(text)))
+    assert check(load(as_json, [override]))
+    with pytest.raises(ConfigError, match=missing):
+        load(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("lam: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: cannot parse"):
+        load(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: top level must be a mapping"):
+        load(listed)
+    with pytest.raises(ConfigError, match=r"override 'oops' must look like key=value \(e\.g\. "):
+        load(path, ["oops"])
+
+
+def test_merge_mapping_keeps_atomic_sections_whole() -> None:
+    from llmboost.config import merge_mapping
+
+    base = {"a": {"x": 1, "y": 2}, "params": {"epochs": 3, "hidden": 8}}
+    new = {"a": {"y": 5}, "params": {"epochs": 1}}
+    merged = merge_mapping(base, new, atomic={"params"})
+    assert merged == {"a": {"x": 1, "y": 5}, "params": {"epochs": 1}}
+    new["params"]["epochs"] = 99
+    assert merged["params"]["epochs"] == 1, "values are copied"

@@ -7,10 +7,13 @@ so a typo fails with the valid keys listed instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import tomllib
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,28 +94,47 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML or TOML file; errors name the file."""
+    """The mapping in a YAML, TOML or JSON file (by suffix; YAML otherwise); errors name the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text()
     try:
-        raw = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raw = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot parse: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, not {type(raw).__name__}")
     return raw
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Set each ``key=value`` (value parsed as YAML, dotted keys address nested sections) in ``raw``."""
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str] | tuple[str, ...], example: str = "model.name=bprmf"
+) -> dict[str, Any]:
+    """Set each ``key=value`` (value parsed as YAML, dotted keys address nested sections) in ``raw``;
+    ``example`` is the override shown in the error for a malformed one."""
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. model.name=bprmf)")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. {example})")
         _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
     return raw
+
+
+def merge_mapping(base: dict[str, Any], new: dict[str, Any], atomic: Collection[str] = ()) -> dict[str, Any]:
+    """Merge ``new`` into ``base`` section by section (nested mappings merge; other values, and mappings under
+    the keys in ``atomic`` such as free-form parameter dicts, replace). Values are copied. Returns ``base``."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in atomic:
+            merge_mapping(base[key], value, atomic)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
 
 
 def from_mapping(cls: type[Any], mapping: dict[str, Any], where: str = "") -> Any:

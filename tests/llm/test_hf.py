@@ -12,8 +12,8 @@ import pytest
 
 from llmboost.llm import models
 from llmboost.llm.base import ChoiceRequest, LanguageModel
-from llmboost.llm.hf import _merge_prefix_rows, plan_prefix_groups
 from llmboost.llm.models import DEFAULT_MODEL, dequantize_gguf, load_model, resolve_model
+from llmboost.llm.prefix import merge_prefix_rows, plan_prefix_groups
 from llmboost.llm.prompts import PAIRWISE
 
 # ---------------------------------------------------------------------------------------- model settings
@@ -117,7 +117,7 @@ def test_plan_prefix_groups_splits_at_user_boundaries():
 def test_rows_that_prefix_other_rows_are_merged():
     rows = [(1, 2), (1, 2, 3), (1, 2, 4), (1,), (5,)]
     queries = [(0, 1, 9), (1, 2, 9), (2, 2, 8), (3, 0, 7), (4, 0, 6)]
-    kept, moved = _merge_prefix_rows(rows, queries)
+    kept, moved = merge_prefix_rows(rows, queries)
     assert kept == [(1, 2, 3), (1, 2, 4), (5,)]
     assert moved == [(0, 1, 9), (0, 2, 9), (1, 2, 8), (0, 0, 7), (2, 0, 6)]
 
@@ -196,7 +196,7 @@ def test_prefix_sharing_without_custom_attention(smollm2, one_at_a_time):
     """The fallback path (prefix keys/values copied per row into a Transformers cache) agrees too."""
     reqs, want = one_at_a_time
     model = smollm2.options(share_prefix=True)
-    model._prefix_attention = False
+    model.prefix_attention = False
     got = np.concatenate(model.choice_logprobs(reqs))
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 

@@ -46,6 +46,13 @@ def _client(srv: FakeOpenAIServer, **kw) -> OpenAICompatibleModel:
     return OpenAICompatibleModel(srv.url, **kw)
 
 
+def _assert_expected(reqs, out):
+    """``out`` holds what a correct client computes from the fake server's echo for every choice."""
+    assert len(out) == len(reqs)
+    for r, v in zip(reqs, out, strict=True):
+        np.testing.assert_array_equal(v, [expected_choice_logprob(r.prompt, c) for c in r.choices])
+
+
 def test_echo_scores_sum_choice_tokens(srv):
     model = _client(srv, echo=None)
     assert isinstance(model, LanguageModel)
@@ -59,18 +66,18 @@ def test_echo_scores_sum_choice_tokens(srv):
     np.testing.assert_array_equal(out[0], want)
     assert out[1][0] == expected_choice_logprob(reqs[1].prompt, " A")
     posts = [p for m, _, p, _ in srv.requests if m == "POST"]
-    assert len(posts) == 2 + 4, "a one-time echo check, then one request per choice"
+    assert len(posts) == 2 + 1, "a one-time echo check, then one request for all four choices"
     assert posts[0] == {"model": MODEL, "prompt": PROMPT, "max_tokens": 1, "temperature": 0.0, "logprobs": 1}
     assert posts[1]["prompt"] == PROMPT + " ok" and posts[1]["echo"] is True
     assert posts[2] == {
         "model": MODEL,
-        "prompt": PROMPT + " yes",
+        "prompt": [PROMPT + " yes", PROMPT + " no", PROMPT + " not at all", "Pick: A or B? Answer: A"],
         "max_tokens": 1,
         "temperature": 0.0,
         "echo": True,
         "logprobs": 1,
     }
-    assert model.echo is True
+    assert model.echo is True and model.multi_prompt is True
 
 
 def test_token_straddling_the_boundary_counts_for_the_choice(srv):
@@ -122,9 +129,57 @@ def test_concurrency_keeps_order(srv):
     model = _client(srv, model="m", concurrency=4)
     reqs = [ChoiceRequest(f"Question {i}? Answer:", (" yes", " no")) for i in range(6)]
     out = model.choice_logprobs(reqs)
-    for r, v in zip(reqs, out, strict=True):
-        np.testing.assert_array_equal(v, [expected_choice_logprob(r.prompt, c) for c in r.choices])
+    _assert_expected(reqs, out)
     assert model.generate([f"p{i}" for i in range(5)]) == [f"chat:p{i}" for i in range(5)]
+
+
+# -- keep-alive connections and many prompts per request ---------------------------------------------
+
+
+def test_connections_are_reused_and_prompts_batched(srv):
+    model = _client(srv, model="m", prompts_per_request=4)
+    reqs = [ChoiceRequest(f"Question {i}? Answer:", (" yes", " no")) for i in range(5)]
+    out = model.choice_logprobs(reqs)
+    _assert_expected(reqs, out)
+    sizes = [len(p["prompt"]) if isinstance(p["prompt"], list) else 1 for _, _, p, _ in srv.requests]
+    assert sizes == [4, 4, 2], "10 prompts in 3 requests of at most 4"
+    gen = _client(srv, model="m", generation="completions", prompts_per_request=8)
+    assert gen.generate([f"prompt {i:02d}" for i in range(3)]) == [f" completion of pt {i:02d}" for i in range(3)]
+    assert srv.requests[-1][2]["prompt"] == [f"prompt {i:02d}" for i in range(3)]
+    assert srv.connections == 2, "one kept-alive connection per client, whatever the number of requests"
+    model.close()
+    model.choice_logprobs(reqs[:1])
+    assert srv.connections == 3, "close() drops the connection; the next request opens a new one"
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(model))  # e.g. sent to a worker: no connection travels with it
+    assert copy.multi_prompt is True and copy.choice_logprobs(reqs[:1])[0].shape == (2,)
+
+
+def test_server_refusing_prompt_lists_gets_one_prompt_per_request():
+    # llama-cpp-python's server answers a list of more than one prompt with HTTP 500
+    with FakeOpenAIServer(multi_prompt=False) as srv:
+        model = _client(srv, model="m", max_retries=2)
+        reqs = [ChoiceRequest(f"Question {i}? Answer:", (" yes", " no")) for i in range(3)]
+        out = model.choice_logprobs(reqs)
+        assert model.multi_prompt is False
+        _assert_expected(reqs, out)
+        prompts = [p["prompt"] for _, _, p, _ in srv.requests]
+        assert isinstance(prompts[0], list) and len(prompts[0]) == 6, "one try with the list, not retried"
+        assert all(isinstance(p, str) for p in prompts[1:]) and len(prompts) == 1 + 6
+        model.choice_logprobs(reqs)
+        assert len(srv.requests) == 1 + 6 + 6, "decided once: no second list"
+        assert srv.connections == 1
+
+
+def test_missing_http_client_names_the_extra(monkeypatch):
+    from llmboost._optional import MissingExtraError
+    from llmboost.llm.openai_client import http_client_module
+
+    monkeypatch.setitem(sys.modules, "httpx2", None)
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    with pytest.raises(MissingExtraError, match=r"llmboost\[client\]"):
+        http_client_module()
 
 
 # -- retries and failures -----------------------------------------------------------------------------
@@ -298,7 +353,7 @@ def test_no_or_misaligned_echo_falls_back_to_top_logprobs(echo_mode):
         np.testing.assert_array_equal(out[0], [alts[" yes"], alts[" no"]])
         assert out[1][0] == top_alternatives("Q:")[" A"]
         last = srv.requests[-1][2]
-        assert last["logprobs"] == 20 and "echo" not in last and last["prompt"] == "Q:"
+        assert last["logprobs"] == 20 and "echo" not in last and last["prompt"] == [PROMPT, "Q:"]
         with pytest.raises(LLMServerError, match="not among the top 20 next tokens"):
             model.choice_logprobs([ChoiceRequest(PROMPT, (" yes", " maybe not"))])
         forced = _client(srv, model="m", echo=True)
@@ -318,8 +373,8 @@ def test_job_over_failing_server_reports_and_resumes(srv, tmp_path):
     inputs = {f"k{i}": ChoiceRequest(f"Question {i}? Answer:", (" yes", " no")) for i in range(10)}
     model = _client(srv, model="m", max_retries=1)
     with ScoreStore(tmp_path / "s.sqlite") as store:
-        # 3 batches of 2 requests (4 posts each) succeed, then the server fails twice (1 try + 1 retry).
-        srv.faults.extend([None] * 12 + [(500, {"error": "GPU fell off the bus"})] * 2)
+        # 3 batches of 2 requests (4 prompts in one post each) succeed, then the server fails twice (1 try + 1 retry).
+        srv.faults.extend([None] * 3 + [(500, {"error": "GPU fell off the bus"})] * 2)
         with pytest.raises(JobError, match="GPU fell off the bus") as info:
             run_job(model, store, YES_NO, inputs, batch_size=2, progress=False)
         assert isinstance(info.value.__cause__, LLMServerError)
@@ -459,7 +514,7 @@ def test_real_llama_cpp_server(llama_server, tmp_path, request):
 
     thread = threading.Thread(target=job)
     thread.start()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded shared machine can take minutes for two batches
     while store.count() < 4 and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     llama_server.kill()

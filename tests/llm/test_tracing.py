@@ -46,7 +46,7 @@ def test_heads_recombine_to_attention_output(smollm2, full_last):
     """o_proj applied to the concatenated per-head outputs gives the attention block's output."""
     import torch
 
-    from llmboost.llm.hf import decoder_layers
+    from llmboost.llm.loading import decoder_layers
 
     layers = decoder_layers(smollm2.model)
     captured = {}

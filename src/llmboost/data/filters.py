@@ -42,11 +42,3 @@ def min_rating(dataset: Dataset, threshold: float) -> Dataset:
     mask = events.frame["rating"].to_numpy() >= threshold
     note = f"rating >= {threshold} kept {int(mask.sum())} of {len(events)} events"
     return dataset.with_interactions(events.select(mask), note)
-
-
-def drop_repeats(dataset: Dataset) -> Dataset:
-    """Keep only each (user, item) pair's first event."""
-    events = dataset.interactions
-    mask = ~events.frame.duplicated(["user", "item"], keep="first").to_numpy()
-    note = f"dropped {int((~mask).sum())} repeat (user, item) events"
-    return dataset.with_interactions(events.select(mask), note)

@@ -4,7 +4,10 @@
 * :mod:`~llmboost.llm.models` — model settings (built-in SmolLM2, GGUF, folders, adapters, Hub ids, server URLs)
   and :func:`load_model`;
 * :mod:`~llmboost.llm.precision` — the ``precision`` setting (``auto``: bf16 only where native);
-* :mod:`~llmboost.llm.hf` — the local Transformers backend :class:`HFModel` (batched, prefix-sharing scoring);
+* :mod:`~llmboost.llm.hf` — the local Transformers backend :class:`HFModel`, built from
+  :mod:`~llmboost.llm.loading` (model and tokenizer), :mod:`~llmboost.llm.batching` (the padded batch loop),
+  :mod:`~llmboost.llm.logprobs` (batched, prefix-sharing choice scoring), :mod:`~llmboost.llm.prefix` (its
+  planner), :mod:`~llmboost.llm.attention` (its shared-prefix attention) and :mod:`~llmboost.llm.generation`;
 * :mod:`~llmboost.llm.prompts` — versioned prompt templates;
 * :mod:`~llmboost.llm.scoring` — pairwise preferences (both orders) and yes/no probabilities;
 * :mod:`~llmboost.llm.tracing` — per-layer hidden states and per-head attention outputs (local models);

@@ -27,6 +27,18 @@ class ChoiceRequest:
     choices: tuple[str, ...]
 
 
+def per_request(requests: Sequence[ChoiceRequest], flat: Sequence[float]) -> list[np.ndarray]:
+    """Cut the values of every choice of every request (in order, one flat sequence) into one array per request."""
+    out, i = [], 0
+    for req in requests:
+        n = len(req.choices)
+        out.append(np.array(flat[i : i + n], dtype=np.float64))
+        i += n
+    if i != len(flat):
+        raise ValueError(f"{len(flat)} values for {i} choices")
+    return out
+
+
 @runtime_checkable
 class LanguageModel(Protocol):
     """A local or served language model."""

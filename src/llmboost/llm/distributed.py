@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from llmboost._optional import require
-from llmboost.llm.base import ChoiceRequest, LanguageModel
+from llmboost.llm.base import ChoiceRequest, LanguageModel, per_request
 from llmboost.llm.jobs import Inputs, JobError, JobResult, Request, batches, score_batch
 from llmboost.llm.store import ScoreStore, TemplateRef, Value, template_key
 
@@ -110,7 +110,7 @@ class VLLMLanguageModel:
         """Summed log-prob of each choice's tokens after its prompt, from vLLM ``prompt_logprobs``."""
         from vllm.inputs import TokensPrompt
 
-        from llmboost.llm.hf import encode_continuation, encode_prompt
+        from llmboost.llm.loading import encode_continuation, encode_prompt
 
         prompts, spans = [], []
         for req in requests:
@@ -135,11 +135,7 @@ class VLLMLanguageModel:
                     raise RuntimeError(f"vLLM returned no prompt log-prob for token {tok} at {start + j}")
                 total += float(entry[tok].logprob)
             scores.append(total)
-        out_arrays, i = [], 0
-        for req in requests:
-            out_arrays.append(np.array(scores[i : i + len(req.choices)], dtype=np.float64))
-            i += len(req.choices)
-        return out_arrays
+        return per_request(requests, scores)
 
     def generate(
         self,

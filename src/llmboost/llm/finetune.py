@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from llmboost._optional import require
-from llmboost.llm.hf import encode_continuation, encode_prompt, load_transformers_model, resize_embeddings
+from llmboost.llm.loading import encode_continuation, encode_prompt, load_transformers_model, resize_embeddings
 from llmboost.llm.models import ADAPTER_META, TRAINING_LOG, resolve_model
 from llmboost.llm.precision import precision_name, resolve_precision
 from llmboost.llm.prompts import NEXT_ITEM, PAIRWISE, YES_NO, PromptTemplate, format_history

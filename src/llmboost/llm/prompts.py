@@ -147,13 +147,15 @@ class PromptTemplate:
 
 
 _SYSTEM = "You are a recommender system. You predict what a user will enjoy from what they chose before."
+_HISTORY = "A user chose these {item_kind} in this order (oldest first):\n{history}\n\n"
+"""The opening every built-in template shares (so one user's prompts share a long token prefix)."""
 
 PAIRWISE = PromptTemplate(
     name="pairwise_preference",
     version=1,
     text=(
-        "A user chose these {item_kind} in this order (oldest first):\n{history}\n\n"
-        "Which of the following two {item_kind} is the user more likely to choose next? "
+        _HISTORY
+        + "Which of the following two {item_kind} is the user more likely to choose next? "
         "Answer with a single letter, A or B.\n"
         "A: {item_a}\nB: {item_b}"
     ),
@@ -168,8 +170,8 @@ YES_NO = PromptTemplate(
     name="yes_no",
     version=1,
     text=(
-        "A user chose these {item_kind} in this order (oldest first):\n{history}\n\n"
-        "Will the user like the following item? Answer with Yes or No.\n"
+        _HISTORY
+        + "Will the user like the following item? Answer with Yes or No.\n"
         "Item: {item}"
     ),
     choices=("Yes", "No"),
@@ -183,8 +185,8 @@ NEXT_ITEM = PromptTemplate(
     name="next_item",
     version=1,
     text=(
-        "A user chose these {item_kind} in this order (oldest first):\n{history}\n\n"
-        "What will the user choose next? Answer with the title only."
+        _HISTORY
+        + "What will the user choose next? Answer with the title only."
     ),
     system=_SYSTEM,
     defaults={"item_kind": "items"},

@@ -24,7 +24,10 @@ import numpy as np
 import torch
 
 from llmboost._optional import require
-from llmboost.llm.hf import decoder_layers
+from llmboost.llm.batching import padded_batches
+from llmboost.llm.generation import cut_at_stop
+from llmboost.llm.loading import decoder_layers
+from llmboost.llm.logprobs import backbone_hidden
 
 if TYPE_CHECKING:
     from llmboost.llm.hf import HFModel
@@ -139,29 +142,17 @@ def trace(
                 handles.append(blocks[layer].self_attn.o_proj.register_forward_pre_hook(head_hook(layer)))
             if hidden or layer == deepest:
                 handles.append(blocks[layer].register_forward_hook(layer_hook(layer)))
-        bs = batch_size or model.batch_size
-        order = sorted(range(n), key=lambda i: lengths[i])
+        pad_id = int(model.tokenizer.pad_token_id)
         with torch.inference_mode():
-            for start in range(0, n, bs):
-                batch = order[start : start + bs]
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), int(model.tokenizer.pad_token_id), dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                weights = torch.zeros((len(batch), width), dtype=torch.float32)
-                for b, i in enumerate(batch):
-                    ids[b, : lengths[i]] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[b, : lengths[i]] = 1
+            for batch in padded_batches(encoded, pad_id, batch_size=batch_size or model.batch_size):
+                weights = torch.zeros(batch.ids.shape, dtype=torch.float32)
+                for b, i in enumerate(batch.rows):
                     for t in positions[i]:
-                        weights[b, t] += 1.0 / len(positions[i])
-                state["rows"] = np.asarray(batch)
+                        weights[b, batch.offsets[b] + t] += 1.0 / len(positions[i])
+                state["rows"] = np.asarray(batch.rows)
                 state["weights"] = weights.to(model.device)
                 with contextlib.suppress(_Stop):
-                    model.backbone(
-                        input_ids=ids.to(model.device),
-                        attention_mask=mask.to(model.device),
-                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
-                        use_cache=False,
-                    )
+                    backbone_hidden(model, batch)
     finally:
         for h in handles:
             h.remove()
@@ -404,7 +395,6 @@ def trace_generation_ids(
             handles.append(blocks[layer].register_forward_hook(block_hook(k)))
             if heads:
                 handles.append(projections[layer].register_forward_pre_hook(proj_hook(k)))
-        order = sorted(range(n), key=lambda i: len(prompt_ids[i]))
         gen_cfg = transformers.GenerationConfig(
             max_new_tokens=int(max_new_tokens),
             do_sample=False,
@@ -413,21 +403,14 @@ def trace_generation_ids(
             eos_token_id=sorted(eos_set) or None,
         )
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                batch = order[start : start + batch_size]
-                width = max(len(prompt_ids[i]) for i in batch)
-                ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for b, i in enumerate(batch):
-                    row = list(prompt_ids[i])
-                    ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                    mask[b, width - len(row) :] = 1
+            for padded in padded_batches(prompt_ids, int(pad_token_id), batch_size=batch_size, side="left"):
+                batch = padded.rows
                 acc = _Accumulate(len(batch))
                 pending_h.clear()
                 pending_a.clear()
                 lm.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
+                    input_ids=padded.ids.to(device),
+                    attention_mask=padded.mask.to(device),
                     generation_config=gen_cfg,
                     logits_processor=transformers.LogitsProcessorList([acc]),
                     stopping_criteria=transformers.StoppingCriteriaList([_AllDone(acc)]),
@@ -443,12 +426,7 @@ def trace_generation_ids(
                     token_ids[i] = toks
                     logprobs[i] = np.asarray(acc.lps[b], dtype=np.float64)
                     if decode is not None:
-                        text = decode([t for t in toks if t not in eos_set])
-                        for s in stop:
-                            cut = text.find(s)
-                            if cut >= 0:
-                                text = text[:cut]
-                        texts[i] = text
+                        texts[i] = cut_at_stop(decode([t for t in toks if t not in eos_set]), stop)
     finally:
         for h in handles:
             h.remove()

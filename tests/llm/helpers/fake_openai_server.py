@@ -6,6 +6,10 @@ the prompt's tokens with ``text_offset``. ``faults`` is a queue of overrides, ea
 request: ``None`` (the normal answer), ``(status, body)``, ``(status, body, headers)``, ``("sleep", s)``
 (wait, then answer normally), ``("close",)`` (drop the connection without answering), or a callable
 ``(path, payload) -> (status, body)``.
+
+``/v1/completions`` takes a list of prompts (one choice per prompt, with its ``index``) like vLLM and OpenAI;
+``multi_prompt=False`` makes it answer a list of more than one prompt with HTTP 500, as llama-cpp-python does.
+``connections`` counts the TCP connections accepted (to test keep-alive).
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ def top_alternatives(prompt: str) -> dict[str, float]:
     return {c: fake_logprob(prompt, c) for c in (" yes", " no", " A", " B")}
 
 
-def answer(path: str, payload: dict[str, Any] | None, echo: bool | str = True) -> tuple[int, Any]:
+def answer(
+    path: str, payload: dict[str, Any] | None, echo: bool | str = True, multi_prompt: bool = True
+) -> tuple[int, Any]:
     """The normal answer of the fake server.
 
     ``echo=False``: a server that ignores ``echo``; ``echo="shifted"``: one that reports each echoed token's
@@ -66,9 +72,18 @@ def answer(path: str, payload: dict[str, Any] | None, echo: bool | str = True) -
         return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
     if path != "/v1/completions":
         return 404, {"error": {"message": f"no route {path}"}}
-    prompt = payload["prompt"]
+    prompts = payload["prompt"]
+    if isinstance(prompts, str):
+        return 200, {"choices": [_completion(prompts, payload, echo)]}
+    if len(prompts) > 1 and not multi_prompt:
+        return 500, {"error": {"message": "AssertionError: len(body.prompt) <= 1"}}
+    return 200, {"choices": [{**_completion(p, payload, echo), "index": i} for i, p in enumerate(prompts)]}
+
+
+def _completion(prompt: str, payload: dict[str, Any], echo: bool | str) -> dict[str, Any]:
+    """The choice answering one prompt."""
     if not payload.get("logprobs"):
-        return 200, {"choices": [{"index": 0, "text": " completion of " + prompt[-5:], "logprobs": None}]}
+        return {"index": 0, "text": " completion of " + prompt[-5:], "logprobs": None}
     full = prompt + GENERATED
     toks = tokenize(full)
     n_prompt = len(tokenize(prompt))
@@ -89,14 +104,17 @@ def answer(path: str, payload: dict[str, Any] | None, echo: bool | str = True) -
         for key in logprobs:
             logprobs[key] = logprobs[key][:-1]
         logprobs["token_logprobs"] = [None] + [token_logprob(full, o + len(t), t) for t, o in shown[1:-1]]
-    return 200, {"choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}]}
+    return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}
 
 
 class FakeOpenAIServer:
     """Start with ``with FakeOpenAIServer() as srv:``; ``srv.url`` is the base URL."""
 
-    def __init__(self, *, echo: bool | str = True) -> None:
+    def __init__(self, *, echo: bool | str = True, multi_prompt: bool = True) -> None:
         self.echo = echo
+        self.multi_prompt = multi_prompt
+        self.connections = 0
+        self._count_lock = threading.Lock()
         self.faults: deque[Any] = deque()
         self.requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -117,7 +135,7 @@ class FakeOpenAIServer:
         return [p for _, p, _, _ in self.requests]
 
     def answer(self, path: str, payload: dict[str, Any] | None) -> tuple[int, Any]:
-        return answer(path, payload, echo=self.echo)
+        return answer(path, payload, echo=self.echo, multi_prompt=self.multi_prompt)
 
     # -- HTTP plumbing --------------------------------------------------------------------------------
 
@@ -129,6 +147,11 @@ class FakeOpenAIServer:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:  # once per TCP connection
+                super().setup()
+                with outer._count_lock:
+                    outer.connections += 1
 
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -7,6 +7,7 @@ atomic-file copies of MovieLens see :func:`llmboost.data.loaders.generic.load_re
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -75,16 +76,10 @@ def load_movielens_100k(
     Item metadata: title, year, genres, release_date, imdb_url. User metadata: age, gender,
     occupation, zip_code.
     """
-    mode = check_mode(on_bad_rows)
+    read = functools.partial(read_delimited, encoding=encoding, on_bad_rows=check_mode(on_bad_rows))
     folder = Path(path)
     data_path, item_path = _need(folder, "u.data", "u.item", layout="MovieLens-100K")
-    ratings = read_delimited(
-        data_path,
-        sep="\t",
-        fields=("user", "item", "rating", "timestamp"),
-        encoding=encoding,
-        on_bad_rows=mode,
-    )
+    ratings = read(data_path, sep="\t", fields=("user", "item", "rating", "timestamp"))
     events = events_from(ratings, "user", "item", "timestamp", "rating")
 
     genres = list(ML100K_GENRES)
@@ -94,7 +89,7 @@ def load_movielens_100k(
         idx = numbers(gtable, {"index": "int"})["index"]
         genres = [str(g) for _, g in sorted(zip(idx, strings(gtable, "genre"), strict=True))]
     fields = ("item", "title", "release_date", "video_release_date", "imdb_url", *genres)
-    items = read_delimited(item_path, sep="|", fields=fields, encoding=encoding, on_bad_rows=mode)
+    items = read(item_path, sep="|", fields=fields)
     flags = np.stack([strings(items, g) for g in genres], axis=1)
     bad = ~np.isin(flags, ["0", "1"]).all(axis=1)
 
@@ -120,21 +115,10 @@ def load_movielens_100k(
     user_meta = None
     user_path = folder / "u.user"
     if user_path.is_file():
-        users = read_delimited(
-            user_path,
-            sep="|",
-            fields=("user", "age", "gender", "occupation", "zip_code"),
-            encoding=encoding,
-            on_bad_rows=mode,
-        )
+        users = read(user_path, sep="|", fields=("user", "age", "gender", "occupation", "zip_code"))
         age = numbers(users, {"age": "int"})["age"]
         user_meta = pd.DataFrame(
-            {
-                "age": age,
-                "gender": strings(users, "gender"),
-                "occupation": strings(users, "occupation"),
-                "zip_code": strings(users, "zip_code"),
-            },
+            {"age": age, **{c: strings(users, c) for c in ("gender", "occupation", "zip_code")}},
             index=pd.Index(strings(users, "user"), name="user"),
         )
         tables.append(users)
@@ -154,20 +138,12 @@ def load_movielens_1m(
     Item metadata: title, year, genres. User metadata: gender, age (the age-group code), occupation
     (the name for the code, per the ml-1m README), zip_code.
     """
-    mode = check_mode(on_bad_rows)
+    read = functools.partial(read_delimited, encoding=encoding, on_bad_rows=check_mode(on_bad_rows))
     folder = Path(path)
     ratings_path, movies_path = _need(folder, "ratings.dat", "movies.dat", layout="MovieLens-1M")
-    ratings = read_delimited(
-        ratings_path,
-        sep="::",
-        fields=("UserID", "MovieID", "Rating", "Timestamp"),
-        encoding=encoding,
-        on_bad_rows=mode,
-    )
+    ratings = read(ratings_path, sep="::", fields=("UserID", "MovieID", "Rating", "Timestamp"))
     events = events_from(ratings, "UserID", "MovieID", "Timestamp", "Rating")
-    movies = read_delimited(
-        movies_path, sep="::", fields=("MovieID", "Title", "Genres"), encoding=encoding, on_bad_rows=mode
-    )
+    movies = read(movies_path, sep="::", fields=("MovieID", "Title", "Genres"))
     item_meta = split_title_year(pd.Series(strings(movies, "Title")))
     item_meta["genres"] = strings(movies, "Genres")
     item_meta.index = pd.Index(strings(movies, "MovieID"), name="item")
@@ -175,13 +151,7 @@ def load_movielens_1m(
     user_meta = None
     users_path = folder / "users.dat"
     if users_path.is_file():
-        users = read_delimited(
-            users_path,
-            sep="::",
-            fields=("UserID", "Gender", "Age", "Occupation", "Zip-code"),
-            encoding=encoding,
-            on_bad_rows=mode,
-        )
+        users = read(users_path, sep="::", fields=("UserID", "Gender", "Age", "Occupation", "Zip-code"))
         nums = numbers(users, {"Age": "int", "Occupation": "int"})
         occupation = np.array(ML1M_OCCUPATIONS, dtype=object)
         codes = nums["Occupation"]

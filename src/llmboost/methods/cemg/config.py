@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmboost.config import ConfigError, apply_overrides, from_mapping, read_config_file, to_dict
+from llmboost.config import ConfigError, apply_overrides, from_mapping, merge_mapping, read_config_file, to_dict
 
 DEFAULT_VARIANTS = ("sasrec", "tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")
 VARIANTS = (*DEFAULT_VARIANTS, "cemg_llm")  #: cemg_llm: the LLM generator on CEMG's IDs (slow on CPU)
@@ -163,8 +163,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not Path(path).exists():
             raise ConfigError(f"config {path} is neither a preset {list(PRESETS)} nor an existing file")
         raw = read_config_file(path)
-    merged = to_dict(base)
-    _deep_update(merged, raw)
+    merged = merge_mapping(to_dict(base), raw, atomic={"collab_params", "sasrec_params"})
     apply_overrides(merged, overrides)
     config = from_mapping(CEMGConfig, merged)
     validate(config)
@@ -184,16 +183,6 @@ def validate(config: CEMGConfig) -> None:
         raise ConfigError("rqvae.levels must be >= 1 and rqvae.codebook_size >= 2")
     if not config.seeds:
         raise ConfigError("seeds must name at least one seed")
-
-
-def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in (
-            "collab_params", "sasrec_params"
-        ):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
 
 
 def config_dict(config: CEMGConfig) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmboost.config import ConfigError, _set_dotted, from_mapping, to_dict
+from llmboost.config import ConfigError, apply_overrides, from_mapping, merge_mapping, read_config_file, to_dict
 
 
 @dataclass
@@ -93,37 +93,16 @@ def preset(name: str) -> HallucinationConfig:
 
 def load(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> HallucinationConfig:
     """A preset name or a YAML/TOML file (default preset ``cpu``), then ``key=value`` overrides."""
-    import tomllib
-
-    import yaml
-
     if source is None or str(source) in PRESETS:
         raw = to_dict(preset(str(source or "cpu")))
     else:
-        path = Path(source)
-        if not path.is_file():
+        if not Path(source).is_file():
             raise ConfigError(f"{source!r} is neither a preset {sorted(PRESETS)} nor a config file")
-        text = path.read_text()
-        loaded = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        loaded = read_config_file(source)
         base = loaded.pop("preset", "cpu")
-        raw = to_dict(preset(base))
-        _merge(raw, loaded)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. data.n_geonames=200)")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        raw = merge_mapping(to_dict(preset(base)), loaded)
+    apply_overrides(raw, overrides, example="data.n_geonames=200")
     return from_mapping(HallucinationConfig, raw)
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any]) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
 
 
 def as_dict(config: HallucinationConfig) -> dict[str, Any]:

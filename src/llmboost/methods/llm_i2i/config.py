@@ -7,14 +7,12 @@ minutes on 2 CPU cores), ``cpu`` (the issue's CPU configuration: LLM stages with
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmboost.config import ConfigError, _set_dotted, from_mapping, to_dict
+from llmboost.config import ConfigError, apply_overrides, from_mapping, merge_mapping, read_config_file, to_dict
 
 PRESETS = ("quick", "cpu", "full")
 
@@ -168,40 +166,17 @@ def from_dict(raw: dict[str, Any]) -> Config:
 def load(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """A preset name or a YAML/TOML/JSON file (default: ``cpu``), then ``key=value`` overrides (values parsed
     as YAML: ``generator.budget=50``, ``models.names=[itemcf]``)."""
-    import yaml
-
     if source is None or str(source) in PRESETS:
         raw = to_dict(preset(str(source) if source is not None else "cpu"))
     else:
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"{path}: not a preset ({list(PRESETS)}) and no such file")
-        text = path.read_text()
-        if path.suffix == ".toml":
-            import tomllib
-
-            loaded = tomllib.loads(text)
-        elif path.suffix == ".json":
-            loaded = json.loads(text)
-        else:
-            loaded = yaml.safe_load(text) or {}
+        loaded = read_config_file(path)
         base = loaded.pop("preset", "cpu")
-        raw = to_dict(preset(base))
-        _merge(raw, loaded)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+        raw = merge_mapping(to_dict(preset(base)), loaded, atomic={"text_fields"})
+    apply_overrides(raw, overrides, example="generator.budget=50")
     return from_dict(raw)
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "text_fields":
-            _merge(base[k], v)
-        else:
-            base[k] = copy.deepcopy(v)
 
 
 def section_dict(obj: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from llmboost.config import ConfigError, _set_dotted, from_mapping
+from llmboost.config import ConfigError, apply_overrides, from_mapping, read_config_file
 
 TEACHERS = ("embedding", "likelihood", "likelihood_lora", "choice", "served")
 """Teacher names: sentence-embedding similarity, zero-shot title likelihood, likelihood after LoRA,
@@ -137,21 +137,10 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
     if source is not None and str(source) in _PRESETS:
         raw = _deepcopy(_PRESETS[str(source)])
     elif source is not None:
-        path = Path(source)
-        if not path.exists():
+        if not Path(source).exists():
             raise ConfigError(f"{source!r} is neither a preset {sorted(_PRESETS)} nor an existing config file")
-        try:
-            import tomllib
-
-            raw = tomllib.loads(path.read_text()) if path.suffix == ".toml" else yaml.safe_load(path.read_text())
-        except Exception as exc:
-            raise ConfigError(f"{path}: cannot parse: {exc}") from exc
-        raw = raw or {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. lam=0.1)")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        raw = read_config_file(source)
+    apply_overrides(raw, overrides, example="lam=0.1")
     return validate(from_mapping(SLLMRConfig, raw))
 
 

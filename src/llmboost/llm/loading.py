@@ -1,0 +1,93 @@
+"""Loading a local Transformers causal LM and its tokenizer, and the few facts about its structure and
+tokenization that the rest of the LLM layer relies on."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from typing import Any
+
+import torch
+
+from llmboost._optional import require
+from llmboost.llm.models import ModelSpec, dequantize_gguf
+from llmboost.llm.precision import resolve_precision
+
+
+def load_transformers_model(
+    spec: ModelSpec,
+    *,
+    device: str = "cpu",
+    precision: str | torch.dtype | None = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    attn_implementation: str | None = "sdpa",
+) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for a ``gguf`` / ``folder`` / ``hub`` spec (GGUF via the dequantized cache), with
+    weights in :func:`~llmboost.llm.precision.resolve_precision` ``(precision, device)``."""
+    transformers = require("transformers", "llm")
+    if spec.kind == "gguf":
+        source = str(dequantize_gguf(spec.location, cache_dir))
+    elif spec.kind in ("folder", "hub"):
+        source = spec.location
+    else:
+        raise ValueError(f"cannot load a {spec.kind!r} setting as a Transformers model: {spec.setting!r}")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    kwargs: dict[str, Any] = {"dtype": resolve_precision(precision, device)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model.to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def resize_embeddings(model: Any, n_tokens: int) -> list[int]:
+    """Grow the input (and untied output) embeddings to ``n_tokens`` rows; new rows start at the mean of the old
+    rows (deterministic, so a saved adapter reloads onto the same starting rows). Returns the new row ids."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if n_tokens <= old:
+        return []
+    model.resize_token_embeddings(n_tokens, mean_resizing=False)
+    with torch.no_grad():
+        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m}.values():
+            w = emb.weight
+            if w.shape[0] == n_tokens:
+                w[old:] = w[:old].mean(0, keepdim=True)
+    return list(range(old, n_tokens))
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt: special tokens (BOS) are added unless the text already starts with the BOS token
+    (chat templates write it themselves)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=add).input_ids)
+
+
+def encode_continuation(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a continuation (a choice or completion), without special tokens."""
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def decoder_layers(model: Any) -> Any:
+    """The decoder blocks (``nn.ModuleList``) of a causal LM (Llama/Qwen/Mistral/Gemma style)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
+    layers = getattr(backbone, "layers", None)
+    if layers is None:
+        raise TypeError(f"{type(inner).__name__}: cannot find decoder layers (expected `.model.layers`)")
+    return layers
+
+
+@functools.cache
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(backbone: Any) -> str:
+    """Name of a decoder's key/value-cache argument: ``cache`` in recent Transformers, ``past_key_values``
+    before (still accepted, deprecated, by recent versions)."""
+    return "cache" if "cache" in _forward_parameters(type(backbone)) else "past_key_values"
