@@ -24,28 +24,13 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def _overlaps(
-    u: int,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    item_ptr: np.ndarray,
-    item_users: np.ndarray,
-    count: np.ndarray,
-    touched: np.ndarray,
-) -> int:
-    """``count[v] = |I_u ∩ I_v|`` for every user ``v > u`` sharing an item with ``u`` (listed in ``touched``;
-    returns how many)."""
-    n_touched = 0
-    for e in range(indptr[u], indptr[u + 1]):
-        i = indices[e]
-        for f in range(item_ptr[i], item_ptr[i + 1]):
-            v = item_users[f]
-            if v > u:
-                if count[v] == 0:
-                    touched[n_touched] = v
-                    n_touched += 1
-                count[v] += 1
-    return n_touched
+def _grow(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` with room for at least ``size`` entries (doubling)."""
+    if size <= len(a):
+        return a
+    out = np.empty(max(size, 2 * len(a)), a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 @numba.njit(cache=True)
@@ -58,52 +43,59 @@ def user_pairs(
     n_items: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(u, v, overlap)`` with ``u < v`` and overlap >= 2, and their intersections as CSR rows
-    (``pair_ptr``, ``pair_items``, ``pair_values`` = ``r_ui r_vi``; items ascending when ``indices`` are)."""
+    (``pair_ptr``, ``pair_items``, ``pair_values`` = ``r_ui r_vi``; items ascending when ``indices`` are).
+    ``item_users`` must be ascending within each item (only the users after ``u`` are visited)."""
     n_users = len(indptr) - 1
-    count = np.zeros(n_users, np.int64)
+    count = np.zeros(n_users, np.int32)
     mark = np.full(n_items, -1, np.int64)
     weight = np.zeros(n_items, np.float64)
     touched = np.empty(n_users, np.int64)
-    n_pairs = 0  # pass 1: sizes
-    n_entries = 0
-    for u in range(n_users):
-        n_touched = _overlaps(u, indptr, indices, item_ptr, item_users, count, touched)
-        for t in range(n_touched):
-            v = touched[t]
-            if count[v] >= 2:
-                n_pairs += 1
-                n_entries += count[v]
-            count[v] = 0
-    pu = np.empty(n_pairs, np.int64)
-    pv = np.empty(n_pairs, np.int64)
-    overlap = np.empty(n_pairs, np.int64)
-    pair_ptr = np.zeros(n_pairs + 1, np.int64)
-    pair_items = np.empty(n_entries, np.int64)
-    pair_values = np.empty(n_entries, np.float64)
-    p = 0  # pass 2: fill
+    pu = np.empty(1024, np.int64)
+    pv = np.empty(1024, np.int64)
+    overlap = np.empty(1024, np.int64)
+    pair_ptr = np.zeros(1025, np.int64)
+    pair_items = np.empty(4096, np.int64)
+    pair_values = np.empty(4096, np.float64)
+    p = 0
     at = 0
     for u in range(n_users):
+        n_touched = 0
         for e in range(indptr[u], indptr[u + 1]):
-            mark[indices[e]] = u
-            weight[indices[e]] = data[e]
-        n_touched = _overlaps(u, indptr, indices, item_ptr, item_users, count, touched)
-        touched_sorted = np.sort(touched[:n_touched])
+            i = indices[e]
+            mark[i] = u
+            weight[i] = data[e]
+            lo = item_ptr[i] + np.searchsorted(item_users[item_ptr[i] : item_ptr[i + 1]], u, side="right")
+            for f in range(lo, item_ptr[i + 1]):
+                v = item_users[f]
+                if count[v] == 0:
+                    touched[n_touched] = v
+                    n_touched += 1
+                count[v] += 1
         for t in range(n_touched):
-            v = touched_sorted[t]
-            if count[v] >= 2:
-                pu[p] = u
-                pv[p] = v
-                overlap[p] = count[v]
-                for e in range(indptr[v], indptr[v + 1]):
-                    j = indices[e]
-                    if mark[j] == u:
-                        pair_items[at] = j
-                        pair_values[at] = weight[j] * data[e]
-                        at += 1
-                p += 1
-                pair_ptr[p] = at
+            v = touched[t]
+            c = count[v]
             count[v] = 0
-    return pu, pv, overlap, pair_ptr, pair_items, pair_values
+            if c < 2:
+                continue
+            if p + 1 >= len(pu):
+                pu = _grow(pu, p + 2)
+                pv = _grow(pv, len(pu))
+                overlap = _grow(overlap, len(pu))
+                pair_ptr = _grow(pair_ptr, len(pu) + 1)
+            pair_items = _grow(pair_items, at + c)
+            pair_values = _grow(pair_values, at + c)
+            pu[p] = u
+            pv[p] = v
+            overlap[p] = c
+            for e in range(indptr[v], indptr[v + 1]):
+                j = indices[e]
+                if mark[j] == u:
+                    pair_items[at] = j
+                    pair_values[at] = weight[j] * data[e]
+                    at += 1
+            p += 1
+            pair_ptr[p] = at
+    return pu[:p], pv[:p], overlap[:p], pair_ptr[: p + 1], pair_items[:at], pair_values[:at]
 
 
 @numba.njit(cache=True)
