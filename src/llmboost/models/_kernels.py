@@ -47,9 +47,9 @@ def user_pairs(
     ``item_users`` must be ascending within each item (only the users after ``u`` are visited)."""
     n_users = len(indptr) - 1
     count = np.zeros(n_users, np.int32)
-    mark = np.full(n_items, -1, np.int64)
+    mark = np.full(n_items, -1, np.int32)
     weight = np.zeros(n_items, np.float64)
-    touched = np.empty(n_users, np.int64)
+    touched = np.empty(n_users, np.int32)
     pu = np.empty(1024, np.int64)
     pv = np.empty(1024, np.int64)
     overlap = np.empty(1024, np.int64)

@@ -99,10 +99,10 @@ class Swing(ItemToItemRecommender):
         csc.sort_indices()
         pu, pv, common, ptr, items, values = kernels.user_pairs(
             r.indptr.astype(np.int64),
-            r.indices.astype(np.int64),
+            r.indices.astype(np.int32),
             r.data.astype(np.float64),
             csc.indptr.astype(np.int64),
-            csc.indices.astype(np.int64),
+            csc.indices.astype(np.int32),
             n,
         )
         pair_w = w_user[pu] * w_user[pv] / (self.alpha + common)
