@@ -77,13 +77,14 @@ def user_pairs(
             count[v] = 0
             if c < 2:
                 continue
-            if p + 1 >= len(pu):
+            if p + 1 >= len(pu):  # grow only when full (a call per pair costs more than the pair)
                 pu = _grow(pu, p + 2)
                 pv = _grow(pv, len(pu))
                 overlap = _grow(overlap, len(pu))
                 pair_ptr = _grow(pair_ptr, len(pu) + 1)
-            pair_items = _grow(pair_items, at + c)
-            pair_values = _grow(pair_values, at + c)
+            if at + c > len(pair_items):
+                pair_items = _grow(pair_items, at + c)
+                pair_values = _grow(pair_values, len(pair_items))
             pu[p] = u
             pv[p] = v
             overlap[p] = c
