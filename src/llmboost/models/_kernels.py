@@ -4,7 +4,7 @@ Swing, the user-pair formulation of :mod:`llmboost.models.swing`:
 
 1. :func:`user_pairs`: every unordered user pair ``u < v`` that shares at least two items, each once, with its
    overlap ``|I_u ∩ I_v|`` and the intersection (items and ``r_ui r_vi``) — counted through the item -> users
-   lists, intersected with a marker array.
+   lists; a second walk writes each shared item into its pair's slot.
 2. :func:`pair_similarities`: for each item ``a``, ``sim(a, b) = sum over the pairs p containing a of
    W_p x_pa x_pb`` with ``W_p = w_u w_v / (alpha + |I_u ∩ I_v|)`` in a dense row accumulator, then the row's
    top-``k`` (descending, ties: smaller item id first; compared as float32 like ``sparse_top_k``).
@@ -23,14 +23,29 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True, inline="always")
+def _later_users(item_ptr: np.ndarray, item_users: np.ndarray, i: int, u: int) -> int:
+    """Start of the users after ``u`` in item ``i``'s ascending user list."""
+    return item_ptr[i] + np.searchsorted(item_users[item_ptr[i] : item_ptr[i + 1]], u, side="right")
+
+
 @numba.njit(cache=True)
-def _grow(a: np.ndarray, size: int) -> np.ndarray:
-    """``a`` with room for at least ``size`` entries (doubling)."""
-    if size <= len(a):
-        return a
-    out = np.empty(max(size, 2 * len(a)), a.dtype)
-    out[: len(a)] = a
-    return out
+def _count_overlaps(
+    u: int, indptr: np.ndarray, indices: np.ndarray, item_ptr: np.ndarray, item_users: np.ndarray,
+    count: np.ndarray, touched: np.ndarray,
+) -> int:
+    """``count[v] = |I_u ∩ I_v|`` for every user ``v > u`` sharing an item with ``u`` (listed in ``touched``;
+    returns how many)."""
+    n_touched = 0
+    for e in range(indptr[u], indptr[u + 1]):
+        i = indices[e]
+        for f in range(_later_users(item_ptr, item_users, i, u), item_ptr[i + 1]):
+            v = item_users[f]
+            if count[v] == 0:
+                touched[n_touched] = v
+                n_touched += 1
+            count[v] += 1
+    return n_touched
 
 
 @numba.njit(cache=True)
@@ -40,63 +55,62 @@ def user_pairs(
     data: np.ndarray,
     item_ptr: np.ndarray,
     item_users: np.ndarray,
+    item_values: np.ndarray,
     n_items: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(u, v, overlap)`` with ``u < v`` and overlap >= 2, and their intersections as CSR rows
-    (``pair_ptr``, ``pair_items``, ``pair_values`` = ``r_ui r_vi``; items ascending when ``indices`` are).
-    ``item_users`` must be ascending within each item (only the users after ``u`` are visited)."""
+    (``pair_ptr``, ``pair_items``, ``pair_values`` = ``r_ui r_vi``; items in ``u``'s order).
+
+    Pass 1 counts the pairs and their shared items (sizes); pass 2 counts each user's overlaps again and walks
+    its items and their later users once more, writing each shared item into its pair's slot (no
+    re-intersection). ``item_users`` (with ``item_values``) must be ascending within each item."""
     n_users = len(indptr) - 1
     count = np.zeros(n_users, np.int32)
-    mark = np.full(n_items, -1, np.int32)
-    weight = np.zeros(n_items, np.float64)
+    slot = np.full(n_users, -1, np.int64)
     touched = np.empty(n_users, np.int32)
-    pu = np.empty(1024, np.int64)
-    pv = np.empty(1024, np.int64)
-    overlap = np.empty(1024, np.int64)
-    pair_ptr = np.zeros(1025, np.int64)
-    pair_items = np.empty(4096, np.int64)
-    pair_values = np.empty(4096, np.float64)
+    n_pairs = 0
+    n_entries = 0
+    for u in range(n_users):
+        n_touched = _count_overlaps(u, indptr, indices, item_ptr, item_users, count, touched)
+        for t in range(n_touched):
+            c = count[touched[t]]
+            count[touched[t]] = 0
+            if c >= 2:
+                n_pairs += 1
+                n_entries += c
+    pu = np.empty(n_pairs, np.int64)
+    pv = np.empty(n_pairs, np.int64)
+    overlap = np.empty(n_pairs, np.int64)
+    pair_ptr = np.zeros(n_pairs + 1, np.int64)
+    pair_items = np.empty(n_entries, np.int32)
+    pair_values = np.empty(n_entries, np.float64)
     p = 0
     at = 0
     for u in range(n_users):
-        n_touched = 0
-        for e in range(indptr[u], indptr[u + 1]):
-            i = indices[e]
-            mark[i] = u
-            weight[i] = data[e]
-            lo = item_ptr[i] + np.searchsorted(item_users[item_ptr[i] : item_ptr[i + 1]], u, side="right")
-            for f in range(lo, item_ptr[i + 1]):
-                v = item_users[f]
-                if count[v] == 0:
-                    touched[n_touched] = v
-                    n_touched += 1
-                count[v] += 1
+        n_touched = _count_overlaps(u, indptr, indices, item_ptr, item_users, count, touched)
         for t in range(n_touched):
             v = touched[t]
             c = count[v]
             count[v] = 0
-            if c < 2:
-                continue
-            if p + 1 >= len(pu):  # grow only when full (a call per pair costs more than the pair)
-                pu = _grow(pu, p + 2)
-                pv = _grow(pv, len(pu))
-                overlap = _grow(overlap, len(pu))
-                pair_ptr = _grow(pair_ptr, len(pu) + 1)
-            if at + c > len(pair_items):
-                pair_items = _grow(pair_items, at + c)
-                pair_values = _grow(pair_values, len(pair_items))
-            pu[p] = u
-            pv[p] = v
-            overlap[p] = c
-            for e in range(indptr[v], indptr[v + 1]):
-                j = indices[e]
-                if mark[j] == u:
-                    pair_items[at] = j
-                    pair_values[at] = weight[j] * data[e]
-                    at += 1
-            p += 1
-            pair_ptr[p] = at
-    return pu[:p], pv[:p], overlap[:p], pair_ptr[: p + 1], pair_items[:at], pair_values[:at]
+            if c >= 2:
+                pu[p] = u
+                pv[p] = v
+                overlap[p] = c
+                slot[v] = at
+                at += c
+                p += 1
+                pair_ptr[p] = at
+        for e in range(indptr[u], indptr[u + 1]):
+            i = indices[e]
+            for f in range(_later_users(item_ptr, item_users, i, u), item_ptr[i + 1]):
+                v = item_users[f]
+                if slot[v] >= 0:
+                    pair_items[slot[v]] = i
+                    pair_values[slot[v]] = data[e] * item_values[f]
+                    slot[v] += 1
+        for t in range(n_touched):
+            slot[touched[t]] = -1
+    return pu, pv, overlap, pair_ptr, pair_items, pair_values
 
 
 @numba.njit(cache=True)

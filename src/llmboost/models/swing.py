@@ -103,6 +103,7 @@ class Swing(ItemToItemRecommender):
             r.data.astype(np.float64),
             csc.indptr.astype(np.int64),
             csc.indices.astype(np.int32),
+            csc.data.astype(np.float64),
             n,
         )
         pair_w = w_user[pu] * w_user[pv] / (self.alpha + common)
