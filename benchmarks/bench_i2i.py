@@ -7,12 +7,17 @@
   dimension, negatives and epochs): time, and neighbour quality as the leave-one-out Recall@20 of serving from
   each model's neighbours (the same aggregation for both).
 
+Wall and CPU seconds of this process are both recorded (the machine is shared; CPU time is the steadier
+measure). The compiled kernels (numba) are called once on a tiny slice first; that first call (compilation
+or loading numba's on-disk cache) is reported apart.
+
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_i2i.py --out benchmarks/results/i2i-beauty.json``
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import os
@@ -51,9 +56,138 @@ def swing_reference(histories: list[list[int]], n_items: int, alpha: float, powe
 
 
 def timed(fn):
-    t = time.perf_counter()
+    """(value, wall seconds, CPU seconds of this process)."""
+    t, c = time.perf_counter(), time.process_time()
     value = fn()
-    return value, time.perf_counter() - t
+    return value, time.perf_counter() - t, time.process_time() - c
+
+
+def best_of(n: int, fn) -> dict:
+    runs = [timed(fn)[1:] for _ in range(n)]
+    return {"wall_s": min(r[0] for r in runs), "cpu_s": min(r[1] for r in runs), "runs": n}
+
+
+def compare_swing(ref: list[list], model: Swing, n_items: int, k: int) -> dict:
+    """Neighbour sets equal to the reference's where it has fewer than ``k`` neighbours; top-``k`` values equal
+    (relative error) where it has more."""
+    same, max_rel = [], 0.0
+    for i in range(n_items):
+        ids, vals = model.similar_items(i)
+        want = dict(ref[i])
+        if ref[i] and len(ref[i]) < k:
+            same.append(set(want) == set(ids.tolist()))
+        for j, v in zip(ids.tolist(), vals.tolist(), strict=True):
+            if j in want:
+                max_rel = max(max_rel, abs(want[j] - v) / abs(want[j]))
+    return {"neighbour_sets_equal_share": float(np.mean(same)), "max_relative_error": max_rel}
+
+
+def bench_swing(train, k: int, reference_users: int | None) -> dict:
+    sub = train if reference_users is None else train.select(train.users < reference_users)
+    hist = [sub.history(u).tolist() for u in range(sub.n_users)]
+    # first call of the compiled kernels: numba compiles them (or loads its on-disk cache); timed apart
+    _, warm_wall, warm_cpu = timed(lambda: Swing(k=k, method="numba", progress=False).fit(sub.select(sub.users < 50)))
+    ref, t_ref, c_ref = timed(lambda: swing_reference(hist, sub.n_items, 1.0, 0.5, k))
+    out: dict = {
+        "reference_subset_users": reference_users or train.n_users,
+        "reference_events": len(sub),
+        "pure_python_wall_s": t_ref,
+        "pure_python_cpu_s": c_ref,
+        "numba_first_call_wall_s": warm_wall,
+        "numba_first_call_cpu_s": warm_cpu,
+    }
+    for method in ("numba", "pairs"):
+        model, t, c = timed(lambda m=method: Swing(k=k, alpha=1.0, user_power=0.5, method=m, progress=False).fit(sub))
+        again = best_of(2, lambda m=method: Swing(k=k, method=m, progress=False).fit(sub))
+        wall, cpu = min(t, again["wall_s"]), min(c, again["cpu_s"])
+        out[method] = {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "speedup_wall": t_ref / wall,
+            "speedup_cpu": c_ref / cpu,
+            **compare_swing(ref, model, sub.n_items, k),
+        }
+    return out
+
+
+def bench_itemcf(train, k: int) -> dict:
+    from implicit.nearest_neighbours import CosineRecommender
+    from threadpoolctl import threadpool_limits
+
+    csr = train.csr().tocsr()
+    out: dict = {}
+    with threadpool_limits(1):
+        ItemCF(k=k, method="numba", progress=False).fit(train.select(train.users < 50))  # compile / load cache
+        rounds = []
+        for _ in range(5):  # interleaved, so both see the same load
+            rounds.append(
+                (
+                    timed(lambda: CosineRecommender(K=k, num_threads=1).fit(csr, show_progress=False))[1:],
+                    timed(lambda: ItemCF(k=k, method="numba", progress=False).fit(train))[1:],
+                    timed(lambda: ItemCF(k=k, method="numpy", progress=False).fit(train))[1:],
+                )
+            )
+    for j, name in enumerate(("implicit_cosine", "llmboost_numba", "llmboost_numpy")):
+        out[name] = {"wall_s": min(r[j][0] for r in rounds), "cpu_s": min(r[j][1] for r in rounds)}
+    for name in ("llmboost_numba", "llmboost_numpy"):
+        out[f"ratio_{name}_over_implicit_wall"] = out[name]["wall_s"] / out["implicit_cosine"]["wall_s"]
+        out[f"ratio_{name}_over_implicit_cpu"] = out[name]["cpu_s"] / out["implicit_cosine"]["cpu_s"]
+    a = ItemCF(k=k, method="numba", progress=False).fit(train)
+    b = CosineRecommender(K=k, num_threads=1)
+    b.fit(csr, show_progress=False)
+    sim = b.similarity.tocsr()
+    overlap = []
+    for i in range(0, train.n_items, 7):
+        row = sim[i]
+        theirs = set(row.indices[row.indices != i][np.argsort(-row.data[row.indices != i])][:k].tolist())
+        mine = set(a.similar_items(i)[0].tolist())
+        if theirs:
+            overlap.append(len(mine & theirs) / len(theirs))
+    out["neighbour_overlap_with_implicit"] = float(np.mean(overlap))
+    return out
+
+
+def bench_item2vec(split, train, k: int, epochs: int, cf) -> dict:
+    from gensim.models import Word2Vec
+
+    sentences = [[str(i) for i in train.history(u)] for u in range(train.n_users) if len(train.history(u))]
+    w2v, t_gensim, c_gensim = timed(
+        lambda: Word2Vec(
+            sentences,
+            vector_size=32,
+            window=5,
+            sg=1,
+            hs=0,
+            negative=5,
+            min_count=1,
+            workers=1,
+            epochs=epochs,
+            seed=0,
+            sample=0,
+        )
+    )
+    i2v, t_i2v, c_i2v = timed(
+        lambda: Item2Vec(k=k, dim=32, window=5, negatives=5, epochs=epochs, progress=False).fit(train)
+    )
+    vectors = np.zeros((train.n_items, 32), np.float32)
+    for i in range(train.n_items):
+        if str(i) in w2v.wv:
+            vectors[i] = w2v.wv[str(i)]
+    gensim_model = Item2Vec(k=k, progress=False)
+    gensim_model.train_ = train
+    gensim_model.neighbors_, gensim_model.neighbor_scores_ = gensim_model._cosine_neighbors(vectors)
+    gensim_model._finish()
+    quality = {}
+    for name, model in (("llmboost", i2v), ("gensim", gensim_model), ("itemcf", cf)):
+        quality[name] = evaluate(model, split, "test", ks=(20,)).summary()["Recall@20"]
+    return {
+        "epochs": epochs,
+        "llmboost_wall_s": t_i2v,
+        "llmboost_cpu_s": c_i2v,
+        "gensim_wall_s": t_gensim,
+        "gensim_cpu_s": c_gensim,
+        "test_recall@20": quality,
+    }
 
 
 def main() -> None:
@@ -62,12 +196,13 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--reference-users", type=int, default=None, help="run the pure-Python reference on a subset")
     ap.add_argument("--item2vec-epochs", type=int, default=3)
+    ap.add_argument("--parts", default="swing,itemcf,item2vec", help="comma-separated subset of the comparisons")
     ap.add_argument("--out", default="benchmarks/results/i2i-beauty.json")
-    ap.add_argument("--only-itemcf", action="store_true", help="only ItemCF vs implicit (best of 3)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
+    parts = set(args.parts.split(","))
     split = leave_one_out(load_dataset(args.data, cache=False))
     train = split.train
     res: dict = {
@@ -82,90 +217,17 @@ def main() -> None:
         ).stdout.strip(),
         "cpu": platform.processor() or platform.machine(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_at_start": os.getloadavg(),
+        "numba": importlib.util.find_spec("numba") is not None,
     }
-    if args.only_itemcf:
-        from implicit.nearest_neighbours import CosineRecommender
-
-        csr = train.csr()
-        runs = [
-            (
-                timed(lambda: CosineRecommender(K=args.k, num_threads=1).fit(csr, show_progress=False))[1],
-                timed(lambda: ItemCF(k=args.k, progress=False).fit(train))[1],
-            )
-            for _ in range(3)
-        ]
-        t_imp, t_cf = min(r[0] for r in runs), min(r[1] for r in runs)
-        res["itemcf"] = {"llmboost_s": t_cf, "implicit_cosine_s": t_imp, "ratio_llmboost_over_implicit": t_cf / t_imp}
-        Path(args.out).write_text(json.dumps(res, indent=1))
-        print(json.dumps(res, indent=1))
-        return
-    # ---- Swing vs pure Python
-    sub = train
-    if args.reference_users:
-        sub = train.select(train.users < args.reference_users)
-    hist = [sub.history(u).tolist() for u in range(sub.n_users)]
-    ref, t_ref = timed(lambda: swing_reference(hist, sub.n_items, 1.0, 0.5, args.k))
-    fast, t_fast_sub = timed(lambda: Swing(k=args.k, alpha=1.0, user_power=0.5, progress=False).fit(sub))
-    agree = np.mean(
-        [
-            set(j for j, _ in ref[i]) == set(fast.similar_items(i)[0].tolist())
-            for i in range(sub.n_items)
-            if ref[i] and len(ref[i]) < args.k
-        ]
-    )
-    _, t_swing_full = timed(lambda: Swing(k=args.k, progress=False).fit(train))
-    res["swing"] = {
-        "reference_subset_users": args.reference_users or train.n_users,
-        "reference_events": len(sub),
-        "pure_python_s": t_ref,
-        "llmboost_same_subset_s": t_fast_sub,
-        "speedup": t_ref / t_fast_sub,
-        "neighbour_sets_equal_share": float(agree),
-        "llmboost_full_s": t_swing_full,
-    }
-    # ---- ItemCF vs implicit CosineRecommender
-    from implicit.nearest_neighbours import CosineRecommender
-    from threadpoolctl import threadpool_limits
-
-    csr = train.csr()
-    with threadpool_limits(1):
-        imp = CosineRecommender(K=args.k, num_threads=1)
-        _, t_imp = timed(lambda: imp.fit(csr, show_progress=False))
-    cf, t_cf = timed(lambda: ItemCF(k=args.k, progress=False).fit(train))
-    res["itemcf"] = {"llmboost_s": t_cf, "implicit_cosine_s": t_imp, "ratio_llmboost_over_implicit": t_cf / t_imp}
-    # ---- item2vec vs gensim
-    from gensim.models import Word2Vec
-
-    sentences = [[str(i) for i in train.history(u)] for u in range(train.n_users) if len(train.history(u))]
-    ep = args.item2vec_epochs
-    w2v, t_gensim = timed(
-        lambda: Word2Vec(
-            sentences,
-            vector_size=32,
-            window=5,
-            sg=1,
-            hs=0,
-            negative=5,
-            min_count=1,
-            workers=1,
-            epochs=ep,
-            seed=0,
-            sample=0,
-        )
-    )
-    i2v, t_i2v = timed(lambda: Item2Vec(k=args.k, dim=32, window=5, negatives=5, epochs=ep, progress=False).fit(train))
-    vectors = np.zeros((train.n_items, 32), np.float32)
-    for i in range(train.n_items):
-        if str(i) in w2v.wv:
-            vectors[i] = w2v.wv[str(i)]
-    gensim_model = Item2Vec(k=args.k, progress=False)
-    gensim_model.train_ = train
-    gensim_model.neighbors_, gensim_model.neighbor_scores_ = gensim_model._cosine_neighbors(vectors)
-    gensim_model._finish()
-    quality = {}
-    for name, model in (("llmboost", i2v), ("gensim", gensim_model), ("itemcf", cf)):
-        quality[name] = evaluate(model, split, "test", ks=(20,)).summary()["Recall@20"]
-    res["item2vec"] = {"epochs": ep, "llmboost_s": t_i2v, "gensim_s": t_gensim, "test_recall@20": quality}
+    if "swing" in parts:
+        res["swing"] = bench_swing(train, args.k, args.reference_users)
+    if "itemcf" in parts:
+        res["itemcf"] = bench_itemcf(train, args.k)
+    if "item2vec" in parts:
+        cf = ItemCF(k=args.k, progress=False).fit(train)
+        res["item2vec"] = bench_item2vec(split, train, args.k, args.item2vec_epochs, cf)
+    res["load_average_at_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

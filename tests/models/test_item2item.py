@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ from llmboost.data import load_dataset
 from llmboost.evaluation import evaluate
 from llmboost.models import REGISTRY, Item2Vec, ItemCF, MostPopular, Recommender, Swing
 from llmboost.models.item2vec import skipgram_pairs
+from llmboost.models.neighbors import sparse_top_k
 from llmboost.splitting import leave_one_out, make_slices
 from tests.factories import events_dataset, two_communities
 
@@ -71,15 +73,62 @@ def _swing_reference(histories: list[set[int]], n_items: int, alpha: float, powe
     return sim
 
 
-def test_swing_matches_the_triple_loop() -> None:
+def _require_method(method: str) -> None:
+    if method == "numba":
+        pytest.importorskip("numba", reason="the compiled Swing needs the 'fast' extra")
+
+
+@pytest.mark.parametrize("method", ["numba", "pairs", "items"])
+def test_swing_matches_the_triple_loop(method: str) -> None:
+    _require_method(method)
     data = two_communities(n_users=40, n_items=16, per_user=5, seed=3).interactions
     histories = [set(data.history(u).tolist()) for u in range(data.n_users)]
     ref = _swing_reference(histories, data.n_items, alpha=0.5, power=0.3)
-    m = Swing(k=16, alpha=0.5, user_power=0.3, progress=False).fit(data)
+    m = Swing(k=16, alpha=0.5, user_power=0.3, method=method, progress=False).fit(data)
     for i in range(data.n_items):
         ids, vals = m.similar_items(i)
         np.testing.assert_allclose(vals, ref[i, ids], rtol=1e-5)
         assert len(ids) == (ref[i] > 0).sum()
+
+
+@pytest.mark.parametrize("method", ["numba", "pairs"])
+def test_swing_methods_agree_with_event_weights(method: str) -> None:
+    _require_method(method)
+    data = two_communities(n_users=60, n_items=20, per_user=6, seed=5).interactions
+    w = np.random.default_rng(0).uniform(0.2, 1.0, len(data)).astype(np.float32)
+    ref = Swing(k=20, method="items", progress=False).fit(data, weights=w)
+    got = Swing(k=20, method=method, progress=False).fit(data, weights=w)
+    for i in range(data.n_items):
+        ids, vals = got.similar_items(i)
+        ref_ids = ref.similar_items(i)[0]
+        assert set(ids.tolist()) == set(ref_ids.tolist())
+        np.testing.assert_allclose(vals, [_sim(ref, i, j) for j in ids], rtol=1e-5)
+
+
+@pytest.mark.parametrize("iuf", [False, True])
+def test_itemcf_compiled_equals_the_sparse_product(iuf: bool) -> None:
+    pytest.importorskip("numba", reason="the compiled ItemCF needs the 'fast' extra")
+    data = two_communities(n_users=80, n_items=40, per_user=8, seed=2).interactions
+    w = np.random.default_rng(1).uniform(0.2, 1.0, len(data)).astype(np.float32)
+    for weights in (None, w):
+        a = ItemCF(k=7, iuf=iuf, shrink=0.5, method="numba", progress=False).fit(data, weights=weights)
+        b = ItemCF(k=7, iuf=iuf, shrink=0.5, method="numpy", progress=False).fit(data, weights=weights)
+        np.testing.assert_array_equal(a.neighbors_, b.neighbors_)
+        np.testing.assert_allclose(a.neighbor_scores_, b.neighbor_scores_, rtol=1e-6)
+
+
+def test_sparse_top_k_matches_a_lexicographic_sort() -> None:
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.integers(0, 30, 3000))
+    cols = rng.integers(0, 500, 3000)
+    values = (rng.integers(-3, 12, 3000) / 7).astype(np.float32)  # ties and non-positive values
+    ids, vals = sparse_top_k(rows, cols, values, 32, 10)
+    for r in range(32):
+        mine = [(-float(v), int(c)) for c, v in zip(cols[rows == r], values[rows == r], strict=True) if v > 0]
+        want = sorted(set(mine))[:10] if len(set(mine)) == len(mine) else sorted(mine)[:10]
+        assert ids[r][ids[r] >= 0].tolist() == [c for _, c in want]
+        np.testing.assert_array_equal(vals[r][: len(want)], [-v for v, _ in want])
+    assert (ids[30:] == -1).all()
 
 
 def test_serving_aggregates_the_last_items(toy) -> None:
@@ -152,6 +201,42 @@ def test_movielens_i2i_beats_popularity(shared_datasets: Path) -> None:
         got = evaluate(model.fit(split.train), split, ks=(20,), slices=slices).summary()
         assert got["Recall@20"] > pop["Recall@20"] * 1.3, type(model).__name__
         assert got["long_tail/Recall@20"] > pop["long_tail/Recall@20"]
+
+
+def _swing_pure_python(histories: list[list[int]], n_items: int, alpha: float, power: float) -> list[dict]:
+    """The benchmark's straightforward Swing (dict per item), for sparse real slices."""
+    sets = [set(h) for h in histories]
+    users_of: list[list[int]] = [[] for _ in range(n_items)]
+    for u, h in enumerate(sets):
+        for i in h:
+            users_of[i].append(u)
+    out = []
+    for i in range(n_items):
+        sim: dict[int, float] = {}
+        for u, v in itertools.combinations(users_of[i], 2):
+            common = sets[u] & sets[v]
+            w = len(sets[u]) ** -power * len(sets[v]) ** -power / (alpha + len(common))
+            for j in common - {i}:
+                sim[j] = sim.get(j, 0.0) + w
+        out.append(sim)
+    return out
+
+
+@pytest.mark.realdata
+def test_swing_equals_the_pure_python_reference_on_beauty(shared_datasets: Path) -> None:
+    train = leave_one_out(load_dataset(shared_datasets / "amazon-beauty", cache=False)).train
+    sub = train.select(train.users < 1000)
+    ref = _swing_pure_python([sub.history(u).tolist() for u in range(sub.n_users)], sub.n_items, 1.0, 0.5)
+    methods = ["pairs"] + (["numba"] if importlib.util.find_spec("numba") else [])
+    for method in methods:
+        m = Swing(k=50, alpha=1.0, user_power=0.5, method=method, progress=False).fit(sub)
+        for i in range(sub.n_items):
+            ids, vals = m.similar_items(i)
+            if len(ref[i]) <= 50:
+                assert set(ids.tolist()) == set(ref[i]), (method, i)
+            else:  # the 50 largest: nothing left out is larger than the smallest kept
+                assert min(vals) >= max(v for j, v in ref[i].items() if j not in set(ids.tolist())) * (1 - 1e-5)
+            np.testing.assert_allclose(vals, [ref[i][j] for j in ids], rtol=1e-5)
 
 
 def test_swing_unit_weights_equal_unweighted_and_lower_weights_lower_similarity(toy) -> None:

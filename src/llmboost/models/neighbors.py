@@ -53,29 +53,47 @@ def sparse_top_k(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row of a sparse block given as (row, col, value) triples: the ``k`` largest positive values
-    (ids, values), descending (ties: smaller column first); ``-1`` / 0 pad."""
+    (ids, values, compared as float32), descending (ties: smaller column first); ``-1`` / 0 pad.
+
+    One sort of packed 64-bit keys ``row | ~value bits | col`` (a positive float32's bit pattern orders like
+    the float) instead of a lexicographic sort over three arrays (~20x faster); a lexsort only when the block
+    has too many rows or columns for the 63 bits."""
+    values = np.asarray(values, dtype=np.float32)
     keep = values > 0
-    rows, cols, values = rows[keep], cols[keep], values[keep]
-    order = np.lexsort((cols, -values, rows))
-    rows, cols, values = rows[order], cols[order], values[order]
+    rows, cols, values = rows[keep].astype(np.int64), cols[keep].astype(np.int64), values[keep]
+    ids = np.full((n_rows, k), -1, np.int64)
+    vals = np.zeros((n_rows, k), np.float32)
+    if not len(rows):
+        return ids, vals
+    col_bits = max(1, int(cols.max()).bit_length())
+    row_bits = max(1, int(n_rows - 1).bit_length())
+    if row_bits + 31 + col_bits <= 63:
+        key = (rows << (31 + col_bits)) | ((0x7FFFFFFF - values.view(np.int32).astype(np.int64)) << col_bits) | cols
+        key.sort()
+        rows = key >> (31 + col_bits)
+        cols = key & ((1 << col_bits) - 1)
+        values = (0x7FFFFFFF - ((key >> col_bits) & 0x7FFFFFFF)).astype(np.int32).view(np.float32)
+    else:
+        order = np.lexsort((cols, -values, rows))
+        rows, cols, values = rows[order], cols[order], values[order]
     starts = np.searchsorted(rows, np.arange(n_rows))
     rank = np.arange(len(rows)) - starts[rows]
     sel = rank < k
-    ids = np.full((n_rows, k), -1, np.int64)
-    vals = np.zeros((n_rows, k), np.float32)
     ids[rows[sel], rank[sel]] = cols[sel]
     vals[rows[sel], rank[sel]] = values[sel]
     return ids, vals
 
 
 def neighbor_matrix(neighbors: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
-    """The ``n_items x n_items`` sparse similarity matrix holding only each row's top-K neighbours."""
-    rows = np.repeat(np.arange(neighbors.shape[0]), neighbors.shape[1])
-    cols = neighbors.ravel()
-    keep = cols >= 0
-    return sp.csr_matrix(
-        (scores.ravel()[keep].astype(np.float32), (rows[keep], cols[keep])), shape=(n_items, n_items)
+    """The ``n_items x n_items`` sparse similarity matrix holding only each row's top-K neighbours (built
+    straight from the padded table: each row's ids are distinct, so no duplicate summing is needed)."""
+    keep = neighbors >= 0
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
+    m = sp.csr_matrix(
+        (scores[keep].astype(np.float32), neighbors[keep].astype(np.int64), indptr), shape=(n_items, n_items)
     )
+    m.sort_indices()
+    return m
 
 
 class ItemToItemRecommender(Recommender):

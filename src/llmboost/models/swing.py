@@ -8,18 +8,33 @@ user-degree weight ``w_u = |I_u| ** -user_power`` (``user_power=0`` gives the or
 share few items make a strong, specific link; users who overlap everywhere say little. Event weights
 (``fit(..., weights=...)``) multiply in as ``r_ui r_vi r_uj r_vj``.
 
-Vectorized per item ``i``: with ``A`` the dense (|U_i| x |J_i|) block of ``U_i``'s rows over the items they
-touch, ``O = B B^T`` the users' overlaps (B = binary A), ``K = w w^T / (alpha + O)`` with a zero diagonal,
-``sim(i, J_i) = 1/2 * column sums of ((K ∘ r_i r_i^T) A) ∘ A`` — two small dense matrix products per item
-instead of the triple loop over user pairs and their common items.
+Three exact ways to compute it (``method``; ``"auto"`` picks by data density):
+
+* ``"numba"`` (the ``fast`` extra; sparse catalogs): each unordered user pair sharing >= 2 items is visited
+  once; ``sim(a, b) += W_p x_pa x_pb`` over the items of the pair's intersection, ``W_p = w_u w_v / (alpha +
+  |I_u ∩ I_v|)``, ``x_pa = r_ua r_va``; per item a dense row accumulator and its top-``k``
+  (:mod:`llmboost.models._kernels`). A pair sharing one item only adds to ``sim(i, i)`` and is skipped.
+* ``"pairs"`` (numpy/scipy fallback of the same formulation): ``C = B B^T`` (B binary), the pairs ``u < v`` with
+  ``C_uv >= 2``, ``X = R[u] ∘ R[v]`` (one row per pair), ``S = X^T diag(W) X`` in blocks of items.
+* ``"items"`` (dense data such as MovieLens, where user pairs share tens of items; also ``max_item_users``): per
+  item ``i``, with ``A`` the dense (|U_i| x |J_i|) block of ``U_i``'s rows over the items they touch,
+  ``O = B B^T`` the users' overlaps (B = binary A), ``K = w w^T / (alpha + O)`` with a zero diagonal,
+  ``sim(i, J_i) = 1/2 * column sums of ((K ∘ r_i r_i^T) A) ∘ A`` — two small dense products per item.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import importlib.util
 
+import numpy as np
+import scipy.sparse as sp
+
+from llmboost._optional import require
 from llmboost.data.interactions import Interactions, segment_offsets
-from llmboost.models.neighbors import ItemToItemRecommender, top_k_rows
+from llmboost.models.neighbors import ItemToItemRecommender, sparse_top_k, top_k_rows
+
+METHODS = ("auto", "numba", "pairs", "items")
+DENSE_DEGREE = 30  # ``method="auto"``: mean items per user above which the per-item products are used
 
 
 class Swing(ItemToItemRecommender):
@@ -37,6 +52,8 @@ class Swing(ItemToItemRecommender):
         recency_decay: float = 1.0,
         fallback: str = "popularity",
         seed: int = 0,
+        method: str = "auto",
+        block_size: int = 2048,
         batch_size: int = 1024,
         progress: bool = True,
     ) -> None:
@@ -45,17 +62,101 @@ class Swing(ItemToItemRecommender):
         self.user_power = user_power
         self.max_item_users = max_item_users
         self.seed = seed
+        self.method = method
+        self.block_size = block_size
 
     def _similarities(self, train: Interactions, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         r = self._user_item(train, weights)
-        r_csc = r.tocsc()
         degree = np.diff(r.indptr).astype(np.float64)
-        w_user = np.where(degree > 0, np.maximum(degree, 1.0) ** -self.user_power, 0.0).astype(np.float32)
-        weighted = weights is not None
+        w_user = np.where(degree > 0, np.maximum(degree, 1.0) ** -self.user_power, 0.0)
+        method = self.method
+        if self.max_item_users is not None and np.diff(r.tocsc().indptr).max(initial=0) > self.max_item_users:
+            method = "items"  # sampling each item's users is a per-item operation
+        elif method == "auto":
+            # pair loops do sum_p |I_u ∩ I_v|^2 work: cheap on sparse catalogs, heavy where users share tens of
+            # items (MovieLens), where the per-item dense products (BLAS) win
+            sparse_data = r.nnz <= DENSE_DEGREE * max(1, int((degree > 0).sum()))
+            has_numba = importlib.util.find_spec("numba") is not None
+            method = "numba" if sparse_data and has_numba else "pairs" if sparse_data else "items"
+        if method == "numba":
+            return self._compiled(r, w_user)
+        if method == "pairs":
+            return self._user_pairs(r, w_user)
+        return self._per_item(r, w_user.astype(np.float32), weights is not None)
+
+    def _compiled(self, r: sp.csr_matrix, w_user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The user-pair formulation as compiled loops (:mod:`llmboost.models._kernels`)."""
+        kernels = require("llmboost.models._kernels", "fast")
+        n = r.shape[1]
+        bar = self._bar(n, "swing neighbours")
+        r = r.tocsr()
+        r.sort_indices()
+        csc = r.tocsc()
+        csc.sort_indices()
+        pu, pv, common, ptr, items, values = kernels.user_pairs(
+            r.indptr.astype(np.int64),
+            r.indices.astype(np.int32),
+            r.data.astype(np.float64),
+            csc.indptr.astype(np.int64),
+            csc.indices.astype(np.int32),
+            csc.data.astype(np.float64),
+            n,
+        )
+        pair_w = w_user[pu] * w_user[pv] / (self.alpha + common)
+        item_ptr, item_pairs, item_pos = kernels.transpose(ptr, items, n)
+        ids, vals = kernels.pair_similarities(pair_w, ptr, items, values, item_ptr, item_pairs, item_pos, n, self.k)
+        bar.update(n)
+        bar.close()
+        return ids, vals
+
+    def _user_pairs(self, r: sp.csr_matrix, w_user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Swing through the user pairs (each unordered pair once): ``C = B B^T`` (B binary), the pairs
+        ``u < v`` sharing at least two items (a pair sharing one item only adds to ``sim(i, i)``), their
+        intersections as the rows of ``X = R[u] ∘ R[v]`` and ``S = X^T diag(w_u w_v / (alpha + C_uv)) X``;
+        then the top-``k`` of each row of ``S`` without its diagonal. Float64 sums, like the definition."""
+        n = r.shape[1]
+        ids = np.full((n, self.k), -1, np.int64)
+        vals = np.zeros((n, self.k), np.float32)
+        bar = self._bar(n, "swing neighbours")
+        b = r.astype(np.float64, copy=True)
+        b.data[:] = 1.0
+        overlap = (b @ b.T.tocsr()).tocsr()
+        u = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
+        v = overlap.indices
+        keep = (v > u) & (overlap.data >= 2)
+        u, v, common = u[keep], v[keep], overlap.data[keep]
+        del overlap
+        if not len(u):
+            bar.update(n)
+            bar.close()
+            return ids, vals
+        rw = r.astype(np.float64)
+        x = rw[u].multiply(rw[v]).tocsr()
+        pair_w = w_user[u] * w_user[v] / (self.alpha + common)
+        right = sp.csr_matrix(sp.diags(pair_w) @ x)
+        left_t = x.T.tocsr()
+        for start in range(0, n, self.block_size):
+            stop = min(n, start + self.block_size)
+            sim = (left_t[start:stop] @ right).tocsr()
+            rows = np.repeat(np.arange(stop - start), np.diff(sim.indptr))
+            data = np.where(sim.indices == start + rows, 0.0, sim.data)  # never its own neighbour
+            ids[start:stop], vals[start:stop] = sparse_top_k(rows, sim.indices, data, stop - start, self.k)
+            bar.update(stop - start)
+        bar.close()
+        return ids, vals
+
+    def _per_item(self, r: sp.csr_matrix, w_user: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Per item ``i`` (used when ``max_item_users`` samples each item's users): with ``A`` the dense
+        (|U_i| x |J_i|) block of ``U_i``'s rows over the items they touch, ``O = B B^T`` the users' overlaps
+        (B = binary A), ``K = w w^T / (alpha + O)`` with a zero diagonal, ``sim(i, J_i) = 1/2 * column sums of
+        ((K ∘ r_i r_i^T) A) ∘ A``."""
+        r_csc = r.tocsc()
         rng = np.random.default_rng(self.seed)
-        n = train.n_items
+        n = r.shape[1]
         ids = np.full((n, self.k), -1, np.int64)
         vals = np.zeros((n, self.k), np.float32)
         bar = self._bar(n, "swing neighbours")

@@ -36,7 +36,14 @@ def build_model(name: str, k: int, last_n: int, seed: int, options: dict) -> Ite
     if name == "itemcf":
         return ItemCF(k=k, last_n=last_n, iuf=options.get("itemcf_iuf", True), progress=False)
     if name == "swing":
-        return Swing(k=k, last_n=last_n, alpha=options.get("swing_alpha", 1.0), seed=seed, progress=False)
+        return Swing(
+            k=k,
+            last_n=last_n,
+            alpha=options.get("swing_alpha", 1.0),
+            max_item_users=options.get("swing_max_item_users"),
+            seed=seed,
+            progress=False,
+        )
     if name == "item2vec":
         return Item2Vec(
             k=k,
