@@ -4,7 +4,7 @@ MovieLens-100K, leave-one-out; the regularizer gets the pairs of the ``cpu`` pre
 7 candidates -> 21 pairs, soft gate weights). Goal (issue 7): at most 1.5x the backbone's time per epoch.
 Writes ``benchmarks/results/sllmr.json``.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_sllmr.py [--epochs 8] [--threads 1]
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_sllmr.py [--epochs 8] [--threads 1] [--backbones sasrec]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pairs-per-user", type=int, default=21)
+    parser.add_argument("--backbones", default="bprmf,sasrec", help="comma-separated: bprmf,sasrec")
     parser.add_argument("--out", default="benchmarks/results/sllmr.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -40,7 +41,8 @@ def main() -> None:
     users = np.repeat(np.arange(split.n_users), args.pairs_per_user)
     i, j = rng.integers(0, split.n_items, n), rng.integers(0, split.n_items, n)
     rows = []
-    for name in ("bprmf", "sasrec"):
+    backbones = [b for b in args.backbones.split(",") if b]
+    for name in backbones:
         for regularized in (False, True, False, True):  # interleaved: machine load hits both alike
             model = build(name, epochs=args.epochs, progress=False, seed=0)
             if regularized:
@@ -59,7 +61,7 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]))
     summary = {}
-    for name in ("bprmf", "sasrec"):
+    for name in backbones:
         base = np.median(
             [r["median_seconds_per_epoch"] for r in rows if r["backbone"] == name and not r["regularized"]]
         )
@@ -68,7 +70,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     payload = {
         "command": "PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_sllmr.py "
-        f"--epochs {args.epochs} --threads {args.threads}",
+        f"--epochs {args.epochs} --threads {args.threads} --backbones {args.backbones} --out {args.out}",
         "commit": commit,
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
