@@ -22,6 +22,21 @@ def test_presets_and_overrides():
         load_config("quick", ["gate.features=[nope]"])
     with pytest.raises(ConfigError, match="served_model"):
         load_config("quick", ["teachers=[served]"])
+    cpu = preset("cpu")  # the CPU configuration: three teachers, both backbones with the baselines
+    assert {"embedding", "likelihood", "choice"} <= set(cpu.teachers) and cpu.choice_users < cpu.llm_users
+    assert {"random", "oracle"} <= set(cpu.sasrec_variants)
+
+
+def test_choice_subset_is_a_seeded_subset_of_the_llm_users():
+    import numpy as np
+
+    from llmboost.methods.sllmr.experiment import choice_subset
+
+    llm = np.arange(0, 300, 3)
+    sub = choice_subset(llm, 40, 0)
+    assert len(sub) == 40 and np.isin(sub, llm).all() and (np.diff(sub) > 0).all()
+    assert np.array_equal(sub, choice_subset(llm, 40, 0)) and not np.array_equal(sub, choice_subset(llm, 40, 1))
+    assert np.array_equal(choice_subset(llm, None, 0), llm)
 
 
 @pytest.mark.realdata
@@ -57,6 +72,9 @@ def test_run_experiment_end_to_end_and_resume(ml_small, tmp_path):
             stats = results["aggregate"][f"bprmf/{variant}"]["NDCG@10"]
             assert stats["n"] == 3 and 0 <= stats["mean"] <= 1
         assert results["significance"]["bprmf/selective"]["all"]["users"] > 100
+        assert results["significance"]["bprmf/selective-vs-global"]["all"]["users"] > 100
+        subsets = json.loads((out / "stages/subsets.json").read_text())
+        assert len(subsets["llm_users"]) == 60 and set(subsets["choice_users"]) <= set(subsets["llm_users"])
         acc = results["teachers_accuracy"]["bprmf"]["served"]["all"]
         assert acc["pairs"] > 0 and 0 <= acc["teacher"] <= 1 and 0 <= acc["backbone"] <= 1
         sel, rnd = results["aggregate"]["bprmf/selective"], results["aggregate"]["bprmf/random"]

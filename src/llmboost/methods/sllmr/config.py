@@ -2,9 +2,12 @@
 
 * ``quick`` — a few minutes on 2 CPU cores: MovieLens-100K, BPR-MF, the sentence-embedding teacher on all
   users and the zero-shot likelihood teacher on 40 users, 3 seeds, the main variants only.
-* ``cpu`` — the issue's CPU configuration: every variant and ablation on BPR-MF, backbone / selective /
-  global on SASRec; LLM teachers on a recorded random subset of users (``llm_users``, drawn with
-  ``subset_seed`` from users with at least ``min_history`` training events) so the LLM stage fits 15 minutes.
+* ``cpu`` — the issue's CPU configuration: every variant and ablation on BPR-MF (40-epoch cap), backbone /
+  selective / global / random / oracle on SASRec (10-epoch cap); three teachers: sentence embeddings on all
+  users, zero-shot likelihood on ``llm_users`` = 100 and the zero-shot A/B choice teacher on ``choice_users`` =
+  40 of those, so the LLM stage fits 15 minutes. Subsets are drawn uniformly at random with ``subset_seed``
+  from users with at least ``min_history`` training events and a validation item, and recorded in
+  ``stages/subsets.json``.
 * ``full`` — paper scale (a GPU job): all users for every teacher, LoRA teacher fine-tuned on all histories.
 """
 
@@ -72,6 +75,8 @@ class SLLMRConfig:
     max_history: int = 10  #: history items shown to the teacher (most recent last)
     min_history: int = 3  #: users with fewer training events get no LLM supervision
     llm_users: int | None = 200  #: users scored by LLM teachers (random subset); None = all
+    choice_users: int | None = None  #: users of the A/B choice teacher: a seeded random subset of the LLM users
+    #: (it costs N(N-1) prompts per user against one request for the likelihood teacher); None = all LLM users
     embedding_users: int | None = None  #: users scored by the embedding teacher; None = all
     subset_seed: int = 0  #: seed of the user subsets and sampled negatives
     likelihood_norm: str = "sum"  #: sum | mean (per token) log-likelihood of a title
@@ -105,10 +110,13 @@ _PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "teachers": ["embedding", "likelihood", "choice"],
-        "llm_users": 150,
+        "llm_users": 100,
+        "choice_users": 40,
         "n_candidates": 5,
         "backbones": ["bprmf", "sasrec"],
-        "epochs": 100,
+        "sasrec_variants": ["backbone", "selective", "global", "random", "oracle"],
+        "epochs": 40,
+        "backbone_params": {"sasrec": {"epochs": 10}},
     },
     "full": {
         "teachers": ["embedding", "likelihood", "likelihood_lora", "choice"],

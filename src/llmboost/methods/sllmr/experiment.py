@@ -83,8 +83,8 @@ def build_backbone(name: str, config: SLLMRConfig, seed: int) -> Any:
 
     params = dict(config.backbone_params.get(name, {}))
     params |= {"seed": seed, "progress": False}
-    if config.epochs is not None:
-        params["epochs"] = config.epochs
+    if config.epochs is not None:  # a per-backbone ``backbone_params.<name>.epochs`` wins over the global cap
+        params.setdefault("epochs", config.epochs)
     return build(name, **params)
 
 
@@ -159,6 +159,18 @@ def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: 
     pairs = make_pairs(cands)
     llm_users = select_users(split.train, split.valid, config.llm_users, config.min_history, config.subset_seed)
     llm_users = np.intersect1d(llm_users, users)
+    choice_users = choice_subset(llm_users, config.choice_users, config.subset_seed)
+    _write_json(
+        out / "stages" / "subsets.json",
+        {
+            "rule": "uniform random (subset_seed) among users with >= min_history training events and a validation "
+            "item; choice users: a uniform random subset of the LLM users (subset_seed + 2)",
+            "subset_seed": config.subset_seed,
+            "embedding_users": users,
+            "llm_users": llm_users,
+            "choice_users": choice_users,
+        },
+    )
     texts_emb = item_texts(data["dataset"], config.item_fields)
     texts_llm = item_texts(data["dataset"], ["title"])
     store = ScoreStore(config.store or out / "scores.sqlite")
@@ -166,7 +178,8 @@ def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: 
     fingerprints: dict[str, str] = {}
     for name in config.teachers:
         started = time.perf_counter()
-        rows = np.arange(len(cands)) if name == "embedding" else np.flatnonzero(np.isin(cands.users, llm_users))
+        scored = choice_users if name == "choice" else llm_users
+        rows = np.arange(len(cands)) if name == "embedding" else np.flatnonzero(np.isin(cands.users, scored))
         sub = cands.subset(rows)
         mask = np.isin(pairs.row, rows)
         sub_pairs = pairs.take(mask)
@@ -181,6 +194,13 @@ def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: 
         logger.info("teacher %s: %d users, %d pairs, %.1fs", name, len(rows), int(mask.sum()), judged[name]["seconds"])
     store.close()
     return {"cands": cands, "pairs": pairs, "judged": judged, "fingerprints": fingerprints}
+
+
+def choice_subset(llm_users: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """The A/B teacher's users: a seeded uniform random subset of ``n`` LLM users (sorted); all when None."""
+    if n is None or n >= len(llm_users):
+        return llm_users
+    return np.sort(np.random.default_rng(seed + 2).choice(llm_users, n, replace=False))
 
 
 def test_items(split: Any, n_users: int) -> np.ndarray:
@@ -396,7 +416,8 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
                     "target": config.target,
                     "gate": asdict(config.gate),
                     "n_candidates": config.n_candidates,
-                    "users": [config.llm_users, config.embedding_users, config.subset_seed, config.min_history],
+                    "users": [config.llm_users, config.embedding_users, config.subset_seed, config.min_history]
+                    + ([config.choice_users] if teacher == "choice" else []),
                     "max_history": config.max_history,
                     "temperature": config.temperature,
                     "norm": config.likelihood_norm,
@@ -490,8 +511,9 @@ def aggregate_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str,
 
 
 def significance(per_user: dict[tuple[str, str], list[pd.DataFrame]], slices: Any) -> dict[str, Any]:
-    """Paired Wilcoxon signed-rank test over users of seed-averaged NDCG@10, each variant vs its backbone,
-    overall, on cold users and on long-tail targets."""
+    """Paired Wilcoxon signed-rank test over users of seed-averaged NDCG@10, each variant vs its backbone
+    (and ``<backbone>/selective-vs-global``: the learned gate vs global distillation), overall, on cold users
+    and on long-tail targets."""
     from scipy.stats import wilcoxon
 
     out: dict[str, Any] = {}
@@ -499,10 +521,17 @@ def significance(per_user: dict[tuple[str, str], list[pd.DataFrame]], slices: An
     def mean_over_seeds(frames: list[pd.DataFrame], col: str) -> pd.Series:
         return pd.concat([f.set_index("user")[col] for f in frames], axis=1).mean(axis=1)
 
-    for (backbone, variant), frames in per_user.items():
-        if variant == "backbone" or (backbone, "backbone") not in per_user:
-            continue
-        base = per_user[(backbone, "backbone")]
+    comparisons = [
+        (f"{b}/{v}", frames, per_user[(b, "backbone")])
+        for (b, v), frames in per_user.items()
+        if v != "backbone" and (b, "backbone") in per_user
+    ]
+    comparisons += [  # the paper's claim against global distillation (Sec. 4), paired the same way
+        (f"{b}/selective-vs-global", frames, per_user[(b, "global")])
+        for (b, v), frames in per_user.items()
+        if v == "selective" and (b, "global") in per_user
+    ]
+    for key, frames, base in comparisons:
         row = {}
         for label, col, filt in (
             ("all", "NDCG@10", None),
@@ -520,7 +549,7 @@ def significance(per_user: dict[tuple[str, str], list[pd.DataFrame]], slices: An
                 continue
             p = float(wilcoxon(both.iloc[:, 0], both.iloc[:, 1]).pvalue) if (diff != 0).any() else 1.0
             row[label] = {"users": len(both), "mean_diff": float(diff.mean()), "p_value": p}
-        out[f"{backbone}/{variant}"] = row
+        out[key] = row
     return out
 
 
@@ -534,6 +563,6 @@ def headline(results: dict[str, Any], config: SLLMRConfig) -> dict[str, Any]:
         if key.endswith("/" + config.teacher):
             out[f"gate_auc/{key}"] = g["auc_heldout"]
     for key, sig in results["significance"].items():
-        if key.endswith("/selective"):
+        if key.endswith(("/selective", "/selective-vs-global")):
             out[f"p_value/{key}"] = sig["all"]["p_value"]
     return out

@@ -84,6 +84,8 @@ def write_report(results: dict[str, Any], config: SLLMRConfig, out_dir: Path) ->
         "",
         "## Paired test vs the backbone (Wilcoxon signed-rank over users, seed-averaged NDCG@10)",
         "",
+        "Rows `<backbone>/selective-vs-global` compare the learned gate with global distillation instead.",
+        "",
         "| backbone/variant | users | mean diff | p | cold users | mean diff | p | long tail | mean diff | p |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
