@@ -127,6 +127,8 @@ def run_implicit(args: argparse.Namespace, split, emit: _Emit) -> None:
                                         iterations=args.epochs)
 
     class Scorer:
+        ranks_only = False
+
         def score(self, users, history=None):
             return torch.from_numpy(model.user_factors[users] @ model.item_factors.T)
 
@@ -191,6 +193,8 @@ def run_recbole(args: argparse.Namespace, split, emit: _Emit) -> None:
     max_len = config["MAX_ITEM_LIST_LENGTH"] if args.model == "sasrec" else 0
 
     class Scorer:
+        ranks_only = False
+
         @torch.no_grad()
         def score(self, users, history=None):
             model.eval()
