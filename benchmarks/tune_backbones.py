@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,7 +82,7 @@ def main() -> None:
     out = args.out or ROOT / "benchmarks" / "results" / f"tuning-{args.model}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    command = "nice -n 10 python benchmarks/tune_backbones.py " + " ".join(a for a in sys.argv[1:])
+    command = f"OMP_NUM_THREADS=1 nice -n {os.nice(0)} python benchmarks/tune_backbones.py " + " ".join(sys.argv[1:])
     with _merged(out) as results:
         results |= {
             "model": args.model,
