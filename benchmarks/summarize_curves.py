@@ -89,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--plot-dir", type=Path, default=None)
+    parser.add_argument("--plot-prefix", default="benchmarks-cpu-", help="PNG names: <prefix><model>-curves.png")
     args = parser.parse_args()
     curves = load(args.paths)
     print(describe(curves))
@@ -102,7 +103,7 @@ def main() -> None:
     print(table(curves, pairs))
     if args.plot_dir:
         for model in sorted({k[0] for k in curves}):
-            plot(curves, model, args.plot_dir / f"benchmarks-{model}-curves.png")
+            plot(curves, model, args.plot_dir / f"{args.plot_prefix}{model}-curves.png")
 
 
 if __name__ == "__main__":
