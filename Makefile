@@ -49,16 +49,17 @@ recbole-venv: $(RECBOLE_VENV)/.installed
 
 bench-backbones: $(STAMP) $(RECBOLE_VENV)/.installed
 	$(PIP) install -q -e '.[bench]'
-	rm -f $(BENCH_OUT)/curves-*.jsonl
+	rm -f $(BENCH_OUT)/curves-cpu-*.jsonl
 	for s in last_window all_windows; do $(BENCH) $(PY) benchmarks/bench_curves.py --system llmboost --model sasrec \
-		--setting $$s --out $(BENCH_OUT)/curves-sasrec.jsonl; done
+		--setting $$s --out $(BENCH_OUT)/curves-cpu-sasrec.jsonl; done
 	for s in same default; do $(BENCH) $(RECBOLE_VENV)/bin/python benchmarks/bench_curves.py --system recbole \
-		--model sasrec --setting $$s --deadline $(BENCH_DEADLINE) --out $(BENCH_OUT)/curves-sasrec.jsonl; done
+		--model sasrec --setting $$s --deadline $(BENCH_DEADLINE) --out $(BENCH_OUT)/curves-cpu-sasrec.jsonl; done
 	for sys in llmboost implicit; do $(BENCH) $(PY) benchmarks/bench_curves.py --system $$sys --model bprmf \
-		--patience 20 --out $(BENCH_OUT)/curves-bprmf.jsonl; done
+		--patience 20 --out $(BENCH_OUT)/curves-cpu-bprmf.jsonl; done
 	$(BENCH) $(RECBOLE_VENV)/bin/python benchmarks/bench_curves.py --system recbole --model bprmf --patience 20 \
-		--out $(BENCH_OUT)/curves-bprmf.jsonl
-	$(PY) benchmarks/summarize_curves.py $(BENCH_OUT)/curves-*.jsonl --plot-dir docs | tee $(BENCH_OUT)/curves-table.md
+		--out $(BENCH_OUT)/curves-cpu-bprmf.jsonl
+	$(PY) benchmarks/summarize_curves.py $(BENCH_OUT)/curves-cpu-*.jsonl --plot-dir docs | tee $(BENCH_OUT)/curves-cpu-table.md
+	$(BENCH) $(PY) benchmarks/profile_sasrec.py --out $(BENCH_OUT)/profile-sasrec.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -3,7 +3,9 @@
 One protocol for every system: after each training epoch, validation NDCG@10 is computed by llmboost's
 own evaluator (``evaluate_targets``: full ranking, the user's training items masked, pessimistic ties)
 on the model as it is at that moment; RecBole's and implicit's models are wrapped so that evaluator
-scores them. Training seconds exclude that evaluation. Each epoch appends one JSON line to ``--out``,
+scores them. Training seconds exclude that evaluation; each epoch records wall seconds and the
+process's CPU seconds (``time.process_time``: every thread of this process, not other processes), the
+fair clock on a shared machine. Each epoch appends one JSON line to ``--out``,
 so a run cut by ``--deadline`` keeps every epoch it finished. RecBole runs in its own venv
 (``make recbole-venv``); llmboost must be importable there (``PYTHONPATH=src``).
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import resource
@@ -28,9 +31,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "movielens-100k"
-# Architecture of llmboost's SASRec (feed-forward width = hidden, dropout 0.3), given to RecBole for "same".
-SAME_SASREC = {"hidden_size": 64, "inner_size": 64, "n_layers": 2, "n_heads": 2, "hidden_dropout_prob": 0.3,
-               "attn_dropout_prob": 0.3, "MAX_ITEM_LIST_LENGTH": 50}
+# Architecture of llmboost's SASRec (feed-forward width = hidden, dropout 0.2 since 2026-12-01 05:30 UTC; the
+# RecBole "same" run of 2026-12-01 used 0.3, the default of the llmboost curves it is compared with).
+SAME_SASREC = {"hidden_size": 64, "inner_size": 64, "n_layers": 2, "n_heads": 2, "hidden_dropout_prob": 0.2,
+               "attn_dropout_prob": 0.2, "MAX_ITEM_LIST_LENGTH": 50}
 
 
 def _commit() -> str:
@@ -53,37 +57,64 @@ def _valid_ndcg(scorer, split) -> float:
 
 class _Emit:
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args, self.train_seconds, self.epoch = args, 0.0, 0
+        self.args, self.train_seconds, self.cpu_seconds, self.epoch = args, 0.0, 0.0, 0
+        self.last_epoch_wall, self.mark = 0.0, time.time()
         self.best, self.stale = -1.0, 0
         self.base = {"system": args.system, "model": args.model, "setting": args.setting, "seed": args.seed,
                      "threads": args.threads, "commit": _commit(), "command": " ".join(sys.argv)}
 
-    def __call__(self, seconds: float, ndcg: float, eval_seconds: float) -> bool:
-        """Record one epoch; True when the run should stop (flat curve or deadline)."""
+    def __call__(self, seconds: float, ndcg: float, eval_seconds: float, cpu_seconds: float) -> bool:
+        """Record one epoch (wall and process-CPU training seconds); True when the run should stop (flat
+        curve, or the next epoch would not end before the deadline, judged by this epoch's wall time)."""
         self.train_seconds += seconds
+        self.cpu_seconds += cpu_seconds
+        now = time.time()
+        self.last_epoch_wall, self.mark = now - self.mark, now
         self.epoch += 1
         if ndcg > self.best + 1e-4:
             self.best, self.stale = ndcg, 0
         else:
             self.stale += 1
-        row = self.base | {"epoch": self.epoch, "train_seconds": self.train_seconds, "valid_ndcg@10": ndcg,
+        row = self.base | {"epoch": self.epoch, "train_seconds": self.train_seconds,
+                           "train_cpu_seconds": self.cpu_seconds, "valid_ndcg@10": ndcg,
                            "eval_seconds": eval_seconds, "peak_rss_gib": resource.getrusage(
                                resource.RUSAGE_SELF).ru_maxrss / 2**20, "utc": time.strftime("%H:%M:%S", time.gmtime())}
         with open(self.args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
-        late = self.args.deadline and time.time() > self.args.deadline
+        late = self.args.deadline and now + self.last_epoch_wall > self.args.deadline
         return bool(late) or self.stale >= self.args.patience or self.epoch >= self.args.epochs
 
 
 def run_llmboost(args: argparse.Namespace, split, emit: _Emit) -> None:
     from llmboost.models import build
 
+    evaluation = importlib.import_module("llmboost.evaluation.evaluate")  # the module, not the function
+
     params = {"train_on": args.setting} if args.model == "sasrec" else {}
     model = build(args.model, epochs=args.epochs, patience=args.patience, seed=args.seed, progress=False, **params)
-    model.fit(split.train, split.valid)
-    for h in model.history_:
-        emit(h["train_seconds"], h["valid_NDCG@10"], h["eval_seconds"])
+    done = {"epochs": 0, "stop": False}
+
+    def flush() -> None:  # write every epoch `fit` has recorded so far
+        for h in getattr(model, "history_", [])[done["epochs"]:]:
+            done["stop"] = emit(h["train_seconds"], h["valid_NDCG@10"], h["eval_seconds"],
+                                h["train_cpu_seconds"]) or done["stop"]
+            done["epochs"] += 1
+
+    original = evaluation.evaluate_targets
+
+    def evaluate_targets(*a, **k):  # fit's per-epoch validation: emit the epochs before it, then evaluate
+        flush()
+        if done["stop"]:
+            raise KeyboardInterrupt  # fit catches it and keeps its best state
+        return original(*a, **k)
+
+    evaluation.evaluate_targets = evaluate_targets
+    try:
+        model.fit(split.train, split.valid)
+    finally:
+        evaluation.evaluate_targets = original
+    flush()
 
 
 def run_implicit(args: argparse.Namespace, split, emit: _Emit) -> None:
@@ -97,17 +128,19 @@ def run_implicit(args: argparse.Namespace, split, emit: _Emit) -> None:
                                         iterations=args.epochs)
 
     class Scorer:
+        ranks_only = False
+
         def score(self, users, history=None):
             return torch.from_numpy(model.user_factors[users] @ model.item_factors.T)
 
-    state = {"last": time.perf_counter(), "stop": False}
+    state = {"last": time.perf_counter(), "cpu": time.process_time(), "stop": False}
 
     def callback(epoch, elapsed, *rest):  # called after each epoch; the evaluation is not timed
-        seconds = time.perf_counter() - state["last"]
+        seconds, cpu = time.perf_counter() - state["last"], time.process_time() - state["cpu"]
         started = time.perf_counter()
         ndcg = _valid_ndcg(Scorer(), split)
-        state["stop"] = state["stop"] or emit(seconds, ndcg, time.perf_counter() - started)
-        state["last"] = time.perf_counter()
+        state["stop"] = state["stop"] or emit(seconds, ndcg, time.perf_counter() - started, cpu)
+        state["last"], state["cpu"] = time.perf_counter(), time.process_time()
         if state["stop"]:
             raise StopIteration
 
@@ -161,6 +194,8 @@ def run_recbole(args: argparse.Namespace, split, emit: _Emit) -> None:
     max_len = config["MAX_ITEM_LIST_LENGTH"] if args.model == "sasrec" else 0
 
     class Scorer:
+        ranks_only = False
+
         @torch.no_grad()
         def score(self, users, history=None):
             model.eval()
@@ -178,14 +213,24 @@ def run_recbole(args: argparse.Namespace, split, emit: _Emit) -> None:
             return scores[:, item_of]
 
     for epoch in range(args.epochs):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         model.train()
         trainer._train_epoch(train_data, epoch, show_progress=False)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         started = time.perf_counter()
         ndcg = _valid_ndcg(Scorer(), split)
-        if emit(seconds, ndcg, time.perf_counter() - started):
+        if emit(seconds, ndcg, time.perf_counter() - started, cpu):
             break
+
+
+def _deadline(text: str) -> float:
+    """'HH:MM' (UTC, today) or a Unix time; 0 = none."""
+    if ":" not in text:
+        return float(text)
+    hours, minutes = (int(x) for x in text.split(":"))
+    today = time.gmtime()
+    return float(time.mktime((today.tm_year, today.tm_mon, today.tm_mday, hours, minutes, 0, 0, 0, 0))
+                 - time.timezone)
 
 
 def main() -> None:
@@ -199,10 +244,13 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--deadline", type=float, default=0.0, help="Unix time after which no epoch starts.")
+    parser.add_argument("--deadline", default="0",
+                        help="Unix time, or UTC HH:MM today, by which the run ends: no epoch starts that "
+                             "would end later (judged by the previous epoch's wall time).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "curves.jsonl")
     args = parser.parse_args()
     args.out = args.out.resolve()
+    args.deadline = _deadline(args.deadline)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
 

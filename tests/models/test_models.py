@@ -79,6 +79,19 @@ def test_bprmf_separates_communities() -> None:
     assert evaluate(model, split, "test").summary()["AUC"] > 0.75
 
 
+def test_bprmf_fused_loss_matches_equation_5_and_its_autograd() -> None:
+    import torch.nn.functional as F
+
+    from llmboost.models.mf import BPRLoss
+
+    g = torch.Generator().manual_seed(0)
+    p, q_i, q_j = (torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda a, b, c: BPRLoss.apply(a, b, c, 0.3), (p, q_i, q_j))
+    reference = -F.logsigmoid((p * (q_i - q_j)).sum(-1)).mean() + 0.3 * (
+        p.pow(2).sum(-1) + q_i.pow(2).sum(-1) + q_j.pow(2).sum(-1)).mean()
+    assert torch.allclose(BPRLoss.apply(p, q_i, q_j, 0.3), reference)
+
+
 def test_bprmf_negatives_are_never_positives() -> None:
     split = leave_one_out(two_communities())
     model = BPRMF(batch_size=128, progress=False)

@@ -62,20 +62,17 @@ class BPRMF(TorchRecommender):
             negatives[clash] = rng.integers(0, train.n_items, len(clash))
             clash = clash[_contains(self._seen, users[clash] * train.n_items + negatives[clash])]
         order = torch.from_numpy(rng.permutation(len(users)))
-        negatives = torch.from_numpy(negatives)
-        for rows in order.split(self.batch_size):
-            yield tuple(t.to(self.device) for t in (self._users[rows], self._positives[rows], negatives[rows]))
+        columns = [t[order] for t in (self._users, self._positives, torch.from_numpy(negatives))]  # one gather
+        for start in range(0, len(users), self.batch_size):
+            yield tuple(t[start : start + self.batch_size].to(self.device) for t in columns)
 
     def _forward(self, batch: tuple[torch.Tensor, ...]) -> TrainBatch:
         users, positives, negatives = batch
         return TrainBatch(users, positives, negatives, self.network_.user_factors(users))
 
     def _loss(self, batch: TrainBatch) -> torch.Tensor:
-        p = batch.user_repr
         q_i, q_j = self.network_.item_factors(batch.pos_items), self.network_.item_factors(batch.neg_items)
-        margin = (p * (q_i - q_j)).sum(-1)
-        penalty = p.pow(2).sum(-1) + q_i.pow(2).sum(-1) + q_j.pow(2).sum(-1)
-        return -F.logsigmoid(margin).mean() + self.reg * penalty.mean()
+        return BPRLoss.apply(batch.user_repr, q_i, q_j, self.reg)
 
     # ------------------------------------------------------------------ prediction
     def user_repr(self, users: np.ndarray, history: Interactions | None = None, train: bool = False) -> torch.Tensor:
@@ -98,6 +95,30 @@ class MatrixFactorization(nn.Module):
         self.item_factors = nn.Embedding(n_items, factors)
         nn.init.normal_(self.user_factors.weight, std=init_std)
         nn.init.normal_(self.item_factors.weight, std=init_std)
+
+
+class BPRLoss(torch.autograd.Function):
+    """Eq. 5 on a batch, ``mean(-log sigmoid(<p, q_i - q_j>)) + reg * mean(|p|^2 + |q_i|^2 + |q_j|^2)``, with
+    its gradient written out: the same values as autograd through those element-wise ops, in about half the
+    CPU time (fewer intermediate tensors; the loss dominates BPR-MF's epoch, see docs/benchmarks.md)."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, q_i: torch.Tensor, q_j: torch.Tensor, reg: float) -> torch.Tensor:
+        diff = q_i - q_j
+        margin = (p * diff).sum(-1)
+        penalty = p.square().sum() + q_i.square().sum() + q_j.square().sum()
+        ctx.save_for_backward(p, q_i, q_j, diff, margin)
+        ctx.reg = reg
+        return F.softplus(-margin).mean() + reg / len(p) * penalty
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        p, q_i, q_j, diff, margin = ctx.saved_tensors
+        n = len(p)
+        decay = 2 * ctx.reg / n * grad  # d(penalty term)/dx = 2 reg x / n
+        weight = (torch.sigmoid(-margin) * (-grad / n)).unsqueeze(1)  # d softplus(-m)/dm = -sigmoid(-m)
+        toward = weight * p
+        return weight * diff + decay * p, toward + decay * q_i, decay * q_j - toward, None
 
 
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:

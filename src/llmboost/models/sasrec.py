@@ -24,7 +24,11 @@ from llmboost.models.training import TorchRecommender, TrainBatch
 
 
 class SASRec(TorchRecommender):
-    """Next-item prediction with a causal self-attention network over item sequences."""
+    """Next-item prediction with a causal self-attention network over item sequences.
+
+    Defaults lr 3e-3, dropout 0.2, hidden 64: the best validation NDCG@10 of an lr x dropout x hidden grid
+    on MovieLens-100K under a 10-epoch budget (docs/benchmarks.md, "Defaults chosen on validation");
+    ``train_on="last_window"`` beat ``"all_windows"`` per CPU second there."""
 
     name = "sasrec"
 
@@ -33,14 +37,14 @@ class SASRec(TorchRecommender):
         hidden: int = 64,
         layers: int = 2,
         heads: int = 2,
-        dropout: float = 0.3,
+        dropout: float = 0.2,
         max_len: int = 50,
         loss: str = "ce",
         n_negatives: int = 256,
         train_on: str = "last_window",
         epochs: int = 200,
         batch_size: int = 128,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 0.0,
         patience: int = 10,
         seed: int = 0,

@@ -187,7 +187,7 @@ class TorchRecommender(Recommender):
         bar = tqdm(range(self.epochs), desc=f"train {self.name}", disable=not self.progress, unit="epoch")
         try:
             for epoch in bar:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 self.network_.train()
                 for term in self.loss_terms:
                     term.train()
@@ -205,9 +205,11 @@ class TorchRecommender(Recommender):
                     optimizer.step()
                     sums += [float(part.detach()) for part in parts]
                     n_batches += 1
-                seconds = time.perf_counter() - started
+                seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
                 means = (sums / max(1, n_batches)).tolist()
-                record = {"epoch": epoch, "loss": float(sum(means)), "train_seconds": seconds}
+                # wall and process-CPU seconds (all this process's threads; fair on a shared machine)
+                record = {"epoch": epoch, "loss": float(sum(means)), "train_seconds": seconds,
+                          "train_cpu_seconds": cpu_seconds}
                 if self.loss_terms:
                     record["loss/backbone"] = means[0]
                     record |= {f"loss/{term.name}": m for term, m in zip(self.loss_terms, means[1:], strict=True)}
