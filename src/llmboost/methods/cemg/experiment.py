@@ -64,7 +64,8 @@ def run_experiment(config: CEMGConfig, out_dir: Path, progress: bool = True) -> 
     if config.threads:
         torch.set_num_threads(config.threads)
     (out_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
-    results: dict[str, Any] = {"config": to_dict(config), "seeds": list(config.seeds), "datasets": {}}
+    results: dict[str, Any] = {"config": to_dict(config), "seeds": list(config.seeds), "datasets": {},
+                               "subset": describe_subset(config)}
     for source in config.datasets:
         results["datasets"][Path(source).name] = _run_dataset(config, source, out_dir, progress)
     first = next(iter(results["datasets"].values()))
@@ -80,6 +81,20 @@ def run_experiment(config: CEMGConfig, out_dir: Path, progress: bool = True) -> 
     plots = _plots(results, out_dir)
     (out_dir / "report.md").write_text(_report(results, plots))
     return results
+
+
+def describe_subset(config: CEMGConfig) -> str:
+    """One sentence saying which data, users, seeds, variants and training lengths a run used (every
+    preset states its subset in the report)."""
+    users = "all users" if not config.max_users else f"a random sample of {config.max_users} users"
+    tests = "all test users" if not config.test_users else f"a random sample of {config.test_users} test users"
+    g, r = config.generator, config.rqvae
+    targets = "every training position" if g.targets_per_user is None else f"the last {g.targets_per_user} " \
+        "training targets of each user"
+    return (f"Datasets {[Path(d).name for d in config.datasets]} ({users}; {tests}); seeds {list(config.seeds)}; "
+            f"variants {list(config.variants)}; SASRec {config.sasrec_params or 'defaults'}; RQ-VAE "
+            f"{r.levels} x {r.codebook_size} codes, {r.epochs} epochs; generator d={g.d_model}, {g.layers} "
+            f"layer(s), at most {g.epochs} epochs on {targets}, beam {g.beam}.")
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -240,8 +255,10 @@ def _run_variant(config: CEMGConfig, variant: str, split: Split, features: ItemF
         from llmboost.methods.cemg.llm_generator import LLMGenerativeRecommender
 
         model = LLMGenerativeRecommender(ids.codes, ids.sizes, model=g.llm_model, max_history=g.max_history,
-                                         examples=g.llm_examples, epochs=g.llm_epochs, lr=g.llm_lr, beam=g.beam,
-                                         seed=seed, progress=progress).fit(split.train)
+                                         examples=g.llm_examples, epochs=g.llm_epochs, lr=g.llm_lr,
+                                         batch_tokens=g.llm_batch_tokens, beam=g.beam, method=g.llm_method,
+                                         lora_r=g.llm_lora_r, seed=seed, progress=progress,
+                                         output_dir=stage_dir / "llm").fit(split.train)
     else:
         model = GenerativeRecommender(ids.codes, ids.sizes, g.d_model, g.layers, g.heads, g.ff, g.dropout,
                                       g.max_history, g.targets_per_user, g.epochs, g.batch_size, g.lr, g.patience,
@@ -300,6 +317,9 @@ def _stage_key(config: CEMGConfig, variant: str, data_fp: str, seed: int) -> str
         generator = to_dict(config.generator)
         if generator["max_minutes"] is None:  # no budget = the behaviour before the setting existed: same key
             del generator["max_minutes"]
+        if variant != "cemg_llm":  # LLM fine-tuning settings added later affect only the LLM variant
+            for name in ("llm_method", "llm_lora_r", "llm_batch_tokens"):
+                del generator[name]
         parts |= {"features": to_dict(config.features), "rqvae": to_dict(config.rqvae), "generator": generator}
         if variant in ("cemg", "cemg_no_guidance", "cemg_llm"):
             parts["fusion"] = to_dict(config.fusion)
@@ -372,7 +392,8 @@ def _plots(results: dict[str, Any], out_dir: Path) -> list[str]:
 
 def _report(results: dict[str, Any], plots: list[str]) -> str:
     lines = ["# CEMG experiment", "", f"Seeds: {results['seeds']}. Full ranking over all unseen items, "
-             "leave-one-out test targets; mean ± std over seeds.", ""]
+             "leave-one-out test targets; mean ± std over seeds.", "",
+             f"Subset: {results.get('subset', '')}", ""]
     for name, data in results["datasets"].items():
         d = data["describe"]
         lines += [f"## {name}", "",
