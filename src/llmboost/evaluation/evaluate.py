@@ -98,7 +98,7 @@ def evaluate_targets(
     the catalog coverage of the top-K lists (early stopping needs only the ranks)."""
     ks = tuple(sorted(set(int(k) for k in ks)))
     users = targets.active_users()
-    if getattr(model, "ranks_only", False):  # duck-typed scorers (benchmarks wrap other libraries) lack it
+    if model.ranks_only:
         rankings, _ = model.recommend(users, k=max(ks), exclude_seen=True, history=history)
         return _evaluate_lists(np.asarray(rankings), users, history, targets, ks, slices, coverage, batch_size)
     padded = _padded_targets(targets, users)
