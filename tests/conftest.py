@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Every test runs its models in float32, whatever this CPU runs natively (``precision="auto"`` would pick
+# bfloat16 on an AMX / AVX512-BF16 machine and float32 on an AVX2 one); tests of bf16 ask for it explicitly.
+os.environ.setdefault("LLMBOOST_PRECISION", "fp32")
+
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:

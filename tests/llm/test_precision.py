@@ -9,7 +9,8 @@ from llmboost.llm import precision as P
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(monkeypatch):
+    monkeypatch.delenv(P.AUTO_OVERRIDE_ENV, raising=False)  # the suite sets it to fp32 (tests/conftest.py)
     P.cpu_has_native_bf16.cache_clear()
     yield
     P.cpu_has_native_bf16.cache_clear()
@@ -70,3 +71,15 @@ def test_finetune_rejects_fp16(tmp_path):
     ex = yes_no_examples(["a", "b", "c", "d"], ["x", "y"], min_history=3)
     with pytest.raises(ValueError, match="fp16"):
         finetune("smollm2-135m-instruct", ex, tmp_path, precision="fp16")
+
+
+def test_environment_overrides_auto_but_not_explicit_settings(monkeypatch):
+    _cpu(monkeypatch, "AVX512", {"avx512f", "amx_bf16"})
+    monkeypatch.setenv(P.AUTO_OVERRIDE_ENV, "fp32")
+    assert P.resolve_precision("auto", "cpu") == torch.float32
+    assert P.resolve_precision("bf16", "cpu") == torch.bfloat16
+    monkeypatch.setenv(P.AUTO_OVERRIDE_ENV, "auto")
+    assert P.resolve_precision("auto", "cpu") == torch.bfloat16
+    monkeypatch.setenv(P.AUTO_OVERRIDE_ENV, "fp8")
+    with pytest.raises(ValueError, match="fp8"):
+        P.resolve_precision("auto", "cpu")

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from llmboost.llm.loading import ArchitectureError, decoder_layers  # noqa: E402
 from llmboost.llm.tracing import (  # noqa: E402
     TracingError,
-    find_decoder_layers,
     trace_generation,
     trace_generation_ids,
 )
@@ -55,14 +55,14 @@ def test_tiny_architectures_match_a_full_forward(kind):
     model = _tiny(kind)
     prompts = [[1, 5, 9, 14], [1, 7]]
     tr = trace_generation_ids(model, prompts, max_new_tokens=5, pad_token_id=0)
-    n_layers = len(find_decoder_layers(model)[0])
+    n_layers = len(decoder_layers(model))
     assert tr.hidden.shape == (2, n_layers, 32)
     assert tr.head_outputs.shape == (2, n_layers, 4, 8)
     assert [len(t) for t in tr.token_ids] == [5, 5]
     # recompute without the cache: the block outputs at the positions that produced each generated token
     ids = torch.tensor([prompts[0] + tr.token_ids[0]])
     captured = {}
-    layers = find_decoder_layers(model)[0]
+    layers = decoder_layers(model)
     hooks = [b.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(i, o[0] if isinstance(o, tuple)
                                                                                   else o)) for i, b in
              enumerate(layers)]
@@ -94,8 +94,8 @@ def test_unknown_architecture_names_what_was_looked_for():
             super().__init__()
             self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
 
-    with pytest.raises(TracingError, match=r"model\.layers.*transformer\.h"):
-        find_decoder_layers(Odd())
+    with pytest.raises(ArchitectureError, match=r"model\.layers.*transformer\.h"):
+        decoder_layers(Odd())
 
 
 def test_block_without_output_projection_is_a_clear_error():
@@ -161,7 +161,7 @@ def test_gemma3_270m_trace_end_to_end(gemma3):
     assert tr.texts == [gemma3.tokenizer.decode(t, skip_special_tokens=True) for t in tr.token_ids]
     assert "Paris" in tr.texts[0] or "Tokyo" in tr.texts[1]  # a working model, not noise
 
-    layers = find_decoder_layers(gemma3.model)[0]
+    layers = decoder_layers(gemma3.model)
     for row in (0, 1):  # one full forward pass per prompt, unpadded
         ids, gen = gemma3.encode(prompts[row]), tr.token_ids[row]
         captured: dict[int, torch.Tensor] = {}

@@ -72,14 +72,46 @@ def encode_continuation(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def decoder_layers(model: Any) -> Any:
-    """The decoder blocks (``nn.ModuleList``) of a causal LM (Llama/Qwen/Mistral/Gemma style)."""
+LAYER_PATHS: tuple[str, ...] = (
+    "model.language_model.layers",  # LLaVA, Mllama, Qwen2-VL, Gemma-3 multimodal (Transformers >= 4.52)
+    "language_model.model.layers",  # older LLaVA-style wrappers
+    "model.text_model.layers",
+    "language_model.layers",
+    "model.layers",  # Llama / Qwen / Mistral / Gemma causal LMs
+    "model.decoder.layers",  # OPT
+    "transformer.h",  # GPT-2, Falcon
+    "gpt_neox.layers",
+)
+"""Attribute paths searched (in order) for a model's language decoder blocks."""
+
+
+
+class ArchitectureError(LookupError):
+    """A part of a model (its decoder blocks, a block's attention output projection) could not be found."""
+
+
+def attribute_path(obj: Any, path: str) -> Any:
+    """``obj.a.b.c`` for ``path="a.b.c"``, or None where an attribute is missing."""
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The language decoder blocks of a causal LM or vision-language model (PEFT wrappers unwrapped).
+
+    Tries :data:`LAYER_PATHS` in order; raises :class:`ArchitectureError` naming every path tried."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
-    layers = getattr(backbone, "layers", None)
-    if layers is None:
-        raise TypeError(f"{type(inner).__name__}: cannot find decoder layers (expected `.model.layers`)")
-    return layers
+    for path in LAYER_PATHS:
+        layers = attribute_path(inner, path)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
+            return layers
+    raise ArchitectureError(
+        f"{type(inner).__name__}: cannot find the language decoder blocks; looked for a non-empty ModuleList at "
+        + ", ".join(LAYER_PATHS)
+    )
 
 
 @functools.cache

@@ -26,7 +26,7 @@ import torch
 from llmboost._optional import require
 from llmboost.llm.batching import padded_batches
 from llmboost.llm.generation import cut_at_stop
-from llmboost.llm.loading import decoder_layers
+from llmboost.llm.loading import ArchitectureError, attribute_path, decoder_layers
 from llmboost.llm.logprobs import backbone_hidden
 
 if TYPE_CHECKING:
@@ -163,18 +163,6 @@ def trace(
 # Tracing over the tokens a model actually generates (greedy decoding)
 # ---------------------------------------------------------------------------------------------------------------
 
-LAYER_PATHS: tuple[str, ...] = (
-    "model.language_model.layers",  # LLaVA, Mllama, Qwen2-VL, Gemma-3 multimodal (Transformers >= 4.52)
-    "language_model.model.layers",  # older LLaVA-style wrappers
-    "model.text_model.layers",
-    "language_model.layers",
-    "model.layers",  # Llama / Qwen / Mistral / Gemma causal LMs
-    "model.decoder.layers",  # OPT
-    "transformer.h",  # GPT-2, Falcon
-    "gpt_neox.layers",
-)
-"""Attribute paths searched (in order) for a model's language decoder blocks."""
-
 OUT_PROJ_PATHS: tuple[str, ...] = (
     "self_attn.o_proj",
     "self_attn.out_proj",
@@ -187,32 +175,8 @@ OUT_PROJ_PATHS: tuple[str, ...] = (
 """Attribute paths searched (in order) inside a decoder block for the attention output projection."""
 
 
-class TracingError(LookupError):
-    """A model's decoder blocks or attention output projections could not be found."""
-
-
-def _get_path(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def find_decoder_layers(model: Any) -> tuple[Any, str]:
-    """The language decoder blocks of a causal LM or vision-language model and the path where they were found.
-
-    Tries :data:`LAYER_PATHS` on the (PEFT-unwrapped) model; raises :class:`TracingError` naming every path tried."""
-    torch_nn = torch.nn
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for path in LAYER_PATHS:
-        layers = _get_path(inner, path)
-        if isinstance(layers, torch_nn.ModuleList) and len(layers) > 0:
-            return layers, path
-    raise TracingError(
-        f"{type(inner).__name__}: cannot find the language decoder blocks; looked for a non-empty ModuleList at "
-        + ", ".join(LAYER_PATHS)
-    )
+class TracingError(ArchitectureError):
+    """A decoder block's attention output projection could not be found, or has an unexpected shape."""
 
 
 def find_out_projections(layers: Any, model_name: str = "model") -> list[Any]:
@@ -222,7 +186,7 @@ def find_out_projections(layers: Any, model_name: str = "model") -> list[Any]:
     found = []
     for i, block in enumerate(layers):
         for path in OUT_PROJ_PATHS:
-            mod = _get_path(block, path)
+            mod = attribute_path(block, path)
             if isinstance(mod, torch.nn.Module):
                 found.append(mod)
                 break
@@ -305,7 +269,7 @@ def trace_generation_ids(
     stop = [s for s in (stop or []) if s]
     if stop and decode is None:
         raise ValueError("stop strings need a decode function")
-    blocks, _ = find_decoder_layers(lm)
+    blocks = decoder_layers(lm)
     n_layers = len(blocks)
     chosen = tuple(range(n_layers)) if layers is None else tuple(int(i) % n_layers for i in layers)
     if len(set(chosen)) != len(chosen):
@@ -465,7 +429,7 @@ def trace_generation(
     generated tokens (running sums in forward hooks) and per-token log-probabilities; see :class:`GenerationTrace`.
 
     Prompts are tokenized with ``model.encode``; decoder blocks and output projections are found at run time
-    (:func:`find_decoder_layers`, :func:`find_out_projections`)."""
+    (:func:`~llmboost.llm.loading.decoder_layers`, :func:`find_out_projections`)."""
     tok = model.tokenizer
     encoded = []
     for i, p in enumerate(prompts):
