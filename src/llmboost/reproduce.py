@@ -32,6 +32,7 @@ from typing import Any
 
 from llmboost import __version__
 from llmboost.config import ConfigError, apply_overrides, from_mapping, to_dict
+from llmboost.jsonio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -174,14 +175,14 @@ def reproduce(
         outcomes.append(outcome)
         if outcome.status == "done":
             timings[f"{preset}/{key}"] = outcome.seconds
-            _write_json(timings_path, timings)
+            write_json(timings_path, timings)
         echo(f"[{index}/{len(stages)}] {key}: {outcome.status} in {outcome.seconds:.0f} s")
         if mlflow is not False and outcome.results is not None:
             _log_mlflow(key, preset, configs[key], outcome, required=bool(mlflow))
 
     total = time.perf_counter() - started_all
     record = _results_record(out, preset, stages, configs, outcomes, total)
-    _write_json(out / "results.json", record)
+    write_json(out / "results.json", record)
     (out / "report.md").write_text(render_report(record, out))
     echo(f"report: {out / 'report.md'} ({total:.0f} s)")
     failed = [o for o in outcomes if o.status == "failed"]
@@ -207,18 +208,18 @@ def _run_stage(method: Method, config: Any, stage_dir: Path, progress: bool) -> 
         experiment = importlib.import_module(f"{method.package}.experiment")
         results = experiment.run_experiment(config, stage_dir, progress=progress)
     except KeyboardInterrupt:
-        _write_json(marker, {"status": "interrupted", "config_hash": digest})
+        write_json(marker, {"status": "interrupted", "config_hash": digest})
         raise
     except Exception as exc:  # a failing stage must not lose the others
         seconds = time.perf_counter() - started
         (stage_dir / "error.txt").write_text(traceback.format_exc())
-        _write_json(marker, {"status": "failed", "config_hash": digest, "seconds": seconds, "error": repr(exc)})
+        write_json(marker, {"status": "failed", "config_hash": digest, "seconds": seconds, "error": repr(exc)})
         logger.error("stage %s failed: %r", method.key, exc)
         return StageOutcome(method.key, "failed", seconds, None, repr(exc))
     seconds = time.perf_counter() - started
     if not (stage_dir / "results.json").exists():
-        _write_json(stage_dir / "results.json", results)
-    _write_json(marker, {"status": "done", "config_hash": digest, "seconds": seconds})
+        write_json(stage_dir / "results.json", results)
+    write_json(marker, {"status": "done", "config_hash": digest, "seconds": seconds})
     return StageOutcome(method.key, "done", seconds, results)
 
 
@@ -356,8 +357,3 @@ def _cpu_capability() -> str:
     except Exception:  # pragma: no cover - very old torch
         return "unknown"
 
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)

@@ -14,7 +14,6 @@ both, or ``force=True`` (``llmboost train --force``) to delete the old seeds and
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import platform
@@ -33,6 +32,7 @@ from llmboost import __version__
 from llmboost.config import ConfigError, RunConfig, check_type, save_config, to_dict
 from llmboost.data.dataset import Dataset
 from llmboost.evaluation import aggregate, evaluate
+from llmboost.jsonio import digest, write_json
 from llmboost.models import REGISTRY, Recommender, build
 from llmboost.splitting import Slices, Split, make_slices, split_dataset
 
@@ -112,7 +112,7 @@ def model_params(config: RunConfig) -> dict[str, Any]:
 def config_hash(config: RunConfig, params: dict[str, Any] | None = None) -> str:
     """A hash (hex, 16 chars) of what a run computes: the resolved config without :data:`UNHASHED_KEYS`."""
     resolved = _hashed_config(config, model_params(config) if params is None else params)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(resolved, 16)
 
 
 def _hashed_config(config: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def train_and_evaluate(config: RunConfig, progress: bool = True, force: bool = F
     _check_reuse(out, record, force)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    _write_json(out / "run.json", record)
+    write_json(out / "run.json", record)
     summaries = []
     for seed in config.seeds:
         seed_dir = out / f"seed-{seed}"
@@ -152,7 +152,7 @@ def train_and_evaluate(config: RunConfig, progress: bool = True, force: bool = F
             continue
         summaries.append(_train_one_seed(config, params, experiment, seed, seed_dir, progress))
     metrics = {"seeds": list(config.seeds), "metrics": aggregate(summaries)}
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     return out
 
 
@@ -221,8 +221,8 @@ def _train_one_seed(
     seed_dir.mkdir(parents=True, exist_ok=True)
     model.save(seed_dir / "model.pt")
     result.per_user.to_parquet(seed_dir / "per_user.parquet", index=False)
-    _write_json(seed_dir / "history.json", getattr(model, "history_", []))
-    _write_json(seed_dir / "summary.json", summary)  # written last: marks the seed as finished
+    write_json(seed_dir / "history.json", getattr(model, "history_", []))
+    write_json(seed_dir / "summary.json", summary)  # written last: marks the seed as finished
     return summary
 
 
@@ -262,8 +262,3 @@ def _run_record(config: RunConfig, experiment: Experiment, out: Path) -> dict[st
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)

@@ -39,6 +39,7 @@ from typing import Any
 from llmboost.data import loaders
 from llmboost.data.dataset import Dataset
 from llmboost.data.errors import DatasetNotFoundError
+from llmboost.jsonio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -290,22 +291,17 @@ def _load_source(
         else:
             logger.info("%s: loaded from cache %s", path, target)
             if pointer is not None and not pointer.is_file():
-                _write_json(pointer, {"source": str(path.resolve()), "options": key_options, "key": key})
+                write_json(pointer, {"source": str(path.resolve()), "options": key_options, "key": key})
             return ds
     ds = loaders.load_path(path, format=fmt, **options)
     _save(
         ds, target, {"source": str(path.resolve()), "files": [str(f) for f in files], "options": key_options}
     )
     if pointer is not None:
-        _write_json(pointer, {"source": str(path.resolve()), "options": key_options, "key": key})
+        write_json(pointer, {"source": str(path.resolve()), "options": key_options, "key": key})
     return ds
 
 
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
 
 
 def _save(ds: Dataset, target: Path, record: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ Variants (paper: CEMG Sec. "Experiments", ablations of the fusion layer and coll
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -33,6 +32,7 @@ from llmboost.data import load_dataset
 from llmboost.data.dataset import Dataset
 from llmboost.data.interactions import Interactions
 from llmboost.evaluation.evaluate import aggregate, evaluate_targets
+from llmboost.jsonio import digest, write_json
 from llmboost.methods.cemg.config import CEMGConfig, validate
 from llmboost.methods.cemg.features import (
     ItemFeatures,
@@ -70,14 +70,14 @@ def run_experiment(config: CEMGConfig, out_dir: Path, progress: bool = True) -> 
         results["datasets"][Path(source).name] = _run_dataset(config, source, out_dir, progress)
     first = next(iter(results["datasets"].values()))
     results["data_fingerprint"] = {k: v["data_fingerprint"] for k, v in results["datasets"].items()}
-    results["model_fingerprint"] = _hash(to_dict(config))
+    results["model_fingerprint"] = digest(to_dict(config), 16)
     results["headline"] = {
         f"{variant}/{metric}": first["metrics"][variant][metric]["mean"]
         for variant in first["metrics"] for metric in ("Recall@10", "NDCG@10")
         if metric in first["metrics"][variant]
     }
     results["headline"]["dataset"] = next(iter(results["datasets"]))
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    write_json(out_dir / "results.json", results)
     plots = _plots(results, out_dir)
     (out_dir / "report.md").write_text(_report(results, plots))
     return results
@@ -114,7 +114,7 @@ def build_features(config: CEMGConfig, dataset: Dataset, cache: Path, progress: 
     """Text (and optional LLM / visual) modalities; the collaborative part is added per seed."""
     features = ItemFeatures(dataset.n_items)
     texts = item_texts(dataset, config.features.text_fields)
-    text_file = cache / f"text-{_hash([config.features.text_model, texts])}.npz"
+    text_file = cache / f"text-{digest([config.features.text_model, texts], 16)}.npz"
     if text_file.exists():
         blob = np.load(text_file)
         from llmboost.methods.cemg.features import Modality
@@ -188,7 +188,7 @@ def _run_dataset(config: CEMGConfig, source: str, out_dir: Path, progress: bool)
                                       stage_dir, progress, dataset)
                 record["key"] = key
                 stage_dir.mkdir(parents=True, exist_ok=True)
-                done.write_text(json.dumps(record, indent=2, default=_json_default))
+                write_json(done, record)
             per_variant[variant].append(record["metrics"])
             timings.setdefault(variant, []).append(record["seconds"])
             if "codebook" in record:
@@ -224,7 +224,7 @@ def _collab_is_sasrec(config: CEMGConfig) -> bool:
 
 def _collab_path(config: CEMGConfig, seed_dir: Path) -> Path:
     params = config.features.collab_params
-    return seed_dir / f"collab-{config.features.collab_model}-{_hash([params, config.max_users])}.npy"
+    return seed_dir / f"collab-{config.features.collab_model}-{digest([params, config.max_users], 16)}.npy"
 
 
 def _run_variant(config: CEMGConfig, variant: str, split: Split, features: ItemFeatures, history: Interactions,
@@ -323,11 +323,9 @@ def _stage_key(config: CEMGConfig, variant: str, data_fp: str, seed: int) -> str
         parts |= {"features": to_dict(config.features), "rqvae": to_dict(config.rqvae), "generator": generator}
         if variant in ("cemg", "cemg_no_guidance", "cemg_llm"):
             parts["fusion"] = to_dict(config.fusion)
-    return _hash(parts)
+    return digest(parts, 16)
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _clean(summary: dict[str, float]) -> dict[str, float]:
@@ -348,12 +346,6 @@ def _codebook_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 def _plots(results: dict[str, Any], out_dir: Path) -> list[str]:

@@ -12,7 +12,6 @@ Stages, each resumable (finished work under ``out_dir`` is reused; a changed set
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from llmboost.jsonio import digest, write_json
 from llmboost.methods.hallucination.config import HallucinationConfig, as_dict
 from llmboost.methods.hallucination.data import (
     QAItem,
@@ -53,22 +53,10 @@ LABELS = {
 }
 
 
-def _hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
-    tmp.replace(path)
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x).__name__)
 
 
 # ------------------------------------------------------------------------------------------------ questions
@@ -134,7 +122,7 @@ def generate_features(
             feats = Features.from_trace(tr)
             chunk_texts = tr.texts
             feats.save(npz)
-            _write_json(meta, {"texts": chunk_texts, "token_ids": tr.token_ids})
+            write_json(meta, {"texts": chunk_texts, "token_ids": tr.token_ids})
         parts.append(feats)
         texts += chunk_texts
     heads = None if parts[0].heads is None else np.concatenate([p.heads for p in parts])  # type: ignore[misc]
@@ -150,7 +138,7 @@ def generate_idk(model: Any, prompts: list[str], config: HallucinationConfig, pa
     for start in tqdm(range(len(done), len(prompts), CHUNK), desc="idk prompts", disable=not progress):
         done += model.generate(prompts[start : start + CHUNK], max_new_tokens=config.model.max_new_tokens,
                                stop=["\n"])
-        _write_json(path, done)
+        write_json(path, done)
     return done
 
 
@@ -289,14 +277,14 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
     if not hasattr(model, "model"):
         raise ValueError(f"{config.model.name!r} is not a local model: tracing needs its activations")
     model_fp = model.fingerprint
-    gen_key = _hash(model_fp, data_fp, prompts, config.model.max_new_tokens, config.detectors.heads)
+    gen_key = digest((model_fp, data_fp, prompts, config.model.max_new_tokens, config.detectors.heads))
     features, texts = generate_features(model, prompts, config, out_dir / "generations" / gen_key, progress)
     idk_texts = None
     if config.idk_baseline:
         (out_dir / "idk").mkdir(exist_ok=True)
-        idk_key = _hash(model_fp, idk_prompts, config.model.max_new_tokens)
+        idk_key = digest((model_fp, idk_prompts, config.model.max_new_tokens))
         idk_texts = generate_idk(model, idk_prompts, config, out_dir / "idk" / f"{idk_key}.json", progress)
-    label_key = _hash(gen_key, config.judge_url)
+    label_key = digest((gen_key, config.judge_url))
     label_path = out_dir / f"labels_{label_key}.json"
     if label_path.exists():
         labelled = json.loads(label_path.read_text())
@@ -313,9 +301,9 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
             idk_outcomes = [label_answer(t, i.answers) for t, i in zip(idk_texts, items, strict=True)] \
                 if idk_texts is not None else None
         labelled = {"outcomes": outcomes, "idk_outcomes": idk_outcomes}
-        _write_json(label_path, labelled)
+        write_json(label_path, labelled)
     outcomes, idk_outcomes = labelled["outcomes"], labelled["idk_outcomes"]
-    _write_json(out_dir / "answers.json", [
+    write_json(out_dir / "answers.json", [
         {"id": i.id, "kind": i.kind, "question": i.question, "gold": i.answers[0], "answer": t, "outcome": o,
          "idk_answer": None if idk_texts is None else idk_texts[k], "mean_logprob": float(features.mean_logprob[k])}
         for k, (i, t, o) in enumerate(zip(items, texts, outcomes, strict=True))
@@ -323,9 +311,9 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
 
     (out_dir / "seeds").mkdir(exist_ok=True)
     conversations = _conversations(items)
-    det_key = _hash(label_key, as_dict(config)["detectors"], as_dict(config)["split"] | {"seeds": None})
+    det_key = digest((label_key, as_dict(config)["detectors"], as_dict(config)["split"] | {"seeds": None}))
     if conversations is not None:  # conversation-grouped splits differ from plain ones
-        det_key = _hash(det_key, "conversations")
+        det_key = digest((det_key, "conversations"))
     seed_results = []
     first_ensemble = None
     for seed in tqdm(config.split.seeds, desc="splits", disable=not progress):
@@ -334,7 +322,7 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
             seed_results.append(json.loads(path.read_text()))
             continue
         res, ens = run_seed(features, outcomes, idk_outcomes, config, seed, progress, conversations)
-        _write_json(path, res)
+        write_json(path, res)
         seed_results.append(res)
         if first_ensemble is None:
             first_ensemble = ens
@@ -376,7 +364,7 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
         "plots": plots,
         "seconds": time.time() - started,
     }
-    _write_json(out_dir / "results.json", results)
+    write_json(out_dir / "results.json", results)
     (out_dir / "report.md").write_text(render_report(results))
     return results
 

@@ -9,7 +9,6 @@ key that hashes the configuration and data fingerprint (a changed setting reruns
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from llmboost.config import to_dict
 from llmboost.data.fetch import load_dataset
 from llmboost.data.text import ItemText
 from llmboost.evaluation import evaluate
+from llmboost.jsonio import digest, write_json
 from llmboost.methods.llm_i2i import discriminator as disc
 from llmboost.methods.llm_i2i import generator as gen
 from llmboost.methods.llm_i2i.config import Config, validate
@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 ITEM_KIND = {"movielens-100k": "movies", "amazon-scientific": "products", "amazon-beauty": "products"}
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def item_text(dataset: Any, fields: list[str], max_chars: int) -> tuple[ItemText, np.ndarray]:
@@ -110,7 +108,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
         llm = np.full(cand.shape, -np.inf)
         adapter = None
         if gcfg.mode == "finetune" and len(pool):
-            adapter = out / f"generator_lora_{_hash([to_dict(gcfg), config.llm_seed, fingerprint])}"
+            adapter = out / f"generator_lora_{digest([to_dict(gcfg), config.llm_seed, fingerprint])}"
             if not gen.model_dir_done(adapter):
                 from llmboost.llm.finetune import finetune
 
@@ -151,7 +149,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
     # ---------------------------------------------------------------- per seed
     runs: dict[str, Any] = {}
     per_user: dict[str, np.ndarray] = {}
-    key_base = _hash([to_dict(config), fingerprint, name])
+    key_base = digest([to_dict(config), fingerprint, name])
     for seed in config.seeds:
         rng = np.random.default_rng(seed)
         seed_info: dict[str, Any] = {}
@@ -261,7 +259,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                     recall.append(frame[f"Recall@{k}"].to_numpy())
                     recall.append(frame[f"long_tail/Recall@{k}"].to_numpy())
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(row, indent=1, default=float))
+                write_json(path, row, indent=1)
                 np.savez(arrays, recall=np.stack(recall))
                 runs[f"{seed}/{variant}/{mname}"] = row
                 per_user[f"{seed}/{variant}/{mname}"] = np.stack(recall)
@@ -282,7 +280,7 @@ def llm_judge(
     adapter = None
     info: dict[str, Any] = {}
     if dcfg.llm_finetune_steps > 0:
-        adapter = out / f"judge_lora_{_hash([to_dict(dcfg), config.llm_seed, fp])}"
+        adapter = out / f"judge_lora_{digest([to_dict(dcfg), config.llm_seed, fp])}"
         if not gen.model_dir_done(adapter):
             from llmboost.llm.finetune import finetune
 
@@ -384,7 +382,7 @@ def run_experiment(config: Config, out_dir: Path, progress: bool = True) -> dict
         "datasets": datasets,
         "seconds": time.perf_counter() - t,
     }
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    write_json(out_dir / "results.json", results, indent=1)
     plots = plot(results, out_dir)
     write_report(results, out_dir, plots)
     return results

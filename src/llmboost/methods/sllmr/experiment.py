@@ -13,7 +13,6 @@ Stages (each resumable; a finished stage is reused only when its settings are un
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ import pandas as pd
 import torch
 
 from llmboost.config import to_dict
+from llmboost.jsonio import digest, to_jsonable, write_json
 from llmboost.methods.sllmr.candidates import Candidates, Pairs, build_candidates, make_pairs, select_users
 from llmboost.methods.sllmr.config import SLLMRConfig
 from llmboost.methods.sllmr.gate import FeatureContext, GateModel, auc, feature_matrix
@@ -45,23 +45,10 @@ logger = logging.getLogger(__name__)
 METRICS = ("NDCG@10", "Recall@10", "AUC")
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
-    tmp.replace(path)
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -92,7 +79,7 @@ def reference_backbone(name: str, config: SLLMRConfig, data: dict[str, Any], out
     """The backbone trained once without the regularizer (seed 0); cached on disk by its settings."""
     from llmboost.models import Recommender
 
-    key = _digest([name, config.backbone_params.get(name, {}), config.epochs, data["fingerprint"]])
+    key = digest([name, config.backbone_params.get(name, {}), config.epochs, data["fingerprint"]])
     path = out / "stages" / f"reference-{name}-{key}.pt"
     if path.exists():
         return Recommender.load(path)
@@ -160,7 +147,7 @@ def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: 
     llm_users = select_users(split.train, split.valid, config.llm_users, config.min_history, config.subset_seed)
     llm_users = np.intersect1d(llm_users, users)
     choice_users = choice_subset(llm_users, config.choice_users, config.subset_seed)
-    _write_json(
+    write_json(
         out / "stages" / "subsets.json",
         {
             "rule": "uniform random (subset_seed) among users with >= min_history training events and a validation "
@@ -281,7 +268,7 @@ def train_variant(
 
     done = folder / "summary.json"
     if done.exists() and json.loads((folder / "setting.json").read_text()) == json.loads(
-        json.dumps(setting, default=_jsonable)
+        json.dumps(setting, default=to_jsonable)
     ):
         return json.loads(done.read_text())
     split, slices = data["split"], data["slices"]
@@ -302,8 +289,8 @@ def train_variant(
         "n_params": int(sum(p.numel() for p in model.network_.parameters())),
         "class": type(model).__name__,
     }
-    _write_json(folder / "setting.json", setting)
-    _write_json(done, summary)
+    write_json(folder / "setting.json", setting)
+    write_json(done, summary)
     return summary
 
 
@@ -439,8 +426,8 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
     from llmboost.methods.sllmr.report import write_report
 
     write_report(results, config, out_dir)
-    _write_json(out_dir / "results.json", results)
-    return json.loads(json.dumps(results, default=_jsonable))
+    write_json(out_dir / "results.json", results)
+    return json.loads(json.dumps(results, default=to_jsonable))
 
 
 # ---------------------------------------------------------------------------------------------- analysis

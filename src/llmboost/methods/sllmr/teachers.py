@@ -116,8 +116,6 @@ def history_texts(train: Interactions, users: np.ndarray, texts: Sequence[str], 
 # ---------------------------------------------------------------------------------------------- store access
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def read_vectors(store: ScoreStore, model_fp: str, version: str, keys: Sequence[str]) -> list[np.ndarray]:
