@@ -22,19 +22,20 @@ import numpy as np
 import pandas as pd
 
 from llmboost.config import from_mapping
+from llmboost.jsonio import write_json
 from llmboost.llm.store import ScoreStore
 from llmboost.methods.sllmr.candidates import build_candidates, make_pairs, select_users
 from llmboost.methods.sllmr.config import SLLMRConfig
 from llmboost.methods.sllmr.experiment import (
-    _digest,
-    _write_json,
     accuracy_table,
     activation_stats,
     aggregate_runs,
+    candidates_summary,
     choice_subset,
     fit_gate,
     make_teacher,
     prepare_data,
+    reference_path,
     significance,
 )
 from llmboost.methods.sllmr.loss import backbone_pair_stats
@@ -56,8 +57,7 @@ def main() -> None:
 
     references = {}
     for b in config.backbones:
-        key = _digest([b, config.backbone_params.get(b, {}), config.epochs, data["fingerprint"]])
-        path = args.out_dir / "stages" / f"reference-{b}-{key}.pt"
+        path = reference_path(b, config, data, args.out_dir)
         if path.exists():
             references[b] = Recommender.load(path)
     users = select_users(split.train, split.valid, config.embedding_users, config.min_history, config.subset_seed)
@@ -109,12 +109,7 @@ def main() -> None:
         "config": json.loads((args.out_dir / "config.json").read_text()),
         "seeds": list(config.seeds),
         "data_fingerprint": data["fingerprint"],
-        "candidates": {
-            "users": len(cands),
-            "pairs": len(pairs),
-            "labelled_pairs": int(pairs.labelled.sum()),
-            "per_user_candidates": int(cands.items.shape[1]),
-        },
+        "candidates": candidates_summary(cands, pairs),
         "teachers": {
             t: {"users": v["users"], "pairs": int(v["mask"].sum()), "seconds": 0.0} for t, v in judged.items()
         },
@@ -153,7 +148,7 @@ def main() -> None:
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(results, config, args.out)
-    _write_json(args.out / "results.json", results)
+    write_json(args.out / "results.json", results)
     print(args.out / "report.md")
 
 

@@ -75,12 +75,17 @@ def build_backbone(name: str, config: SLLMRConfig, seed: int) -> Any:
     return build(name, **params)
 
 
+def reference_path(name: str, config: SLLMRConfig, data: dict[str, Any], out: Path) -> Path:
+    """Where the reference backbone of these settings and data is cached."""
+    key = digest([name, config.backbone_params.get(name, {}), config.epochs, data["fingerprint"]])
+    return out / "stages" / f"reference-{name}-{key}.pt"
+
+
 def reference_backbone(name: str, config: SLLMRConfig, data: dict[str, Any], out: Path) -> Any:
     """The backbone trained once without the regularizer (seed 0); cached on disk by its settings."""
     from llmboost.models import Recommender
 
-    key = digest([name, config.backbone_params.get(name, {}), config.epochs, data["fingerprint"]])
-    path = out / "stages" / f"reference-{name}-{key}.pt"
+    path = reference_path(name, config, data, out)
     if path.exists():
         return Recommender.load(path)
     split = data["split"]
@@ -181,6 +186,16 @@ def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: 
         logger.info("teacher %s: %d users, %d pairs, %.1fs", name, len(rows), int(mask.sum()), judged[name]["seconds"])
     store.close()
     return {"cands": cands, "pairs": pairs, "judged": judged, "fingerprints": fingerprints}
+
+
+def candidates_summary(cands: Candidates, pairs: Pairs) -> dict[str, int]:
+    """The counts of the candidate stage that every report shows."""
+    return {
+        "users": len(cands),
+        "pairs": len(pairs),
+        "labelled_pairs": int(pairs.labelled.sum()),
+        "per_user_candidates": int(cands.items.shape[1]),
+    }
 
 
 def choice_subset(llm_users: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -328,12 +343,7 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
         "seeds": list(config.seeds),
         "data_fingerprint": data["fingerprint"],
         "model_fingerprint": sup["fingerprints"],
-        "candidates": {
-            "users": len(cands),
-            "pairs": len(pairs),
-            "labelled_pairs": int(pairs.labelled.sum()),
-            "per_user_candidates": int(cands.items.shape[1]),
-        },
+        "candidates": candidates_summary(cands, pairs),
         "teachers": {},
         "gate": {},
         "runs": {},
