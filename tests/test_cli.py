@@ -26,9 +26,14 @@ def _invoke(*args: str):
 
 def _train_args(source: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "train", f"data.source={source}", f"output_dir={out}", "name=run",
-        "model.name=sasrec", "model.params={hidden: 16, layers: 1, heads: 1, epochs: 3, max_len: 10}",
-        "--no-progress", *extra,
+        "train",
+        f"data.source={source}",
+        f"output_dir={out}",
+        "name=run",
+        "model.name=sasrec",
+        "model.params={hidden: 16, layers: 1, heads: 1, epochs: 3, max_len: 10}",
+        "--no-progress",
+        *extra,
     ]
 
 
@@ -97,9 +102,10 @@ def test_data_describe_convert_split(saved_dataset: Path, tmp_path: Path) -> Non
     described = json.loads(_invoke("data", "describe", str(saved_dataset)).output)
     assert described["users"] == 80 and described["interactions"] == 640
     assert _invoke("data", "convert", str(saved_dataset), str(tmp_path / "copy")).exit_code == 0
-    assert json.loads(_invoke("data", "describe", str(tmp_path / "copy")).output)["fingerprint"] == described[
-        "fingerprint"
-    ]
+    assert (
+        json.loads(_invoke("data", "describe", str(tmp_path / "copy")).output)["fingerprint"]
+        == described["fingerprint"]
+    )
     split = _invoke("data", "split", str(saved_dataset), str(tmp_path / "split"), "--strategy", "temporal")
     assert split.exit_code == 0, split.output
     assert json.loads(split.output)["strategy"] == "temporal"
@@ -142,8 +148,17 @@ def test_users_own_csv_through_the_data_commands(tmp_path: Path, monkeypatch: py
     assert named.exit_code == 0, named.output
     assert json.loads(named.output)["fingerprint"] == stats["fingerprint"]
 
-    assert _invoke("data", "convert", str(renamed), str(tmp_path / "conv"), "--columns", "user=who,item=what,"
-                   "timestamp=when,rating=stars").exit_code == 0
+    assert (
+        _invoke(
+            "data",
+            "convert",
+            str(renamed),
+            str(tmp_path / "conv"),
+            "--columns",
+            "user=who,item=what,timestamp=when,rating=stars",
+        ).exit_code
+        == 0
+    )
     split = _invoke("data", "split", str(csv), str(tmp_path / "split"), "--columns", "rating=")
     assert split.exit_code == 0, split.output
     assert json.loads(split.output)["test_events"] == 12
@@ -156,8 +171,13 @@ def test_train_on_own_csv_with_columns_in_the_config(tmp_path: Path, monkeypatch
     csv = tmp_path / "renamed.csv"
     csv.write_text(_write_user_csv(tmp_path / "e.csv").read_text().replace("user_id,item_id", "who,what"))
     result = _invoke(
-        "train", f"data.source={csv}", "data.columns={user: who, item: what}", f"output_dir={tmp_path}",
-        "name=own", "model.name=popular", "--no-progress",
+        "train",
+        f"data.source={csv}",
+        "data.columns={user: who, item: what}",
+        f"output_dir={tmp_path}",
+        "name=own",
+        "model.name=popular",
+        "--no-progress",
     )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "own" / "run.json").read_text())
@@ -205,7 +225,12 @@ def test_changed_config_is_a_new_run(saved_dataset: Path, tmp_path: Path) -> Non
 def test_changed_data_is_a_new_run(tmp_path: Path) -> None:
     first = cyclic_sequences(40, 10, 6, seed=0).save(tmp_path / "data")
     args = [
-        "train", f"data.source={first}", f"output_dir={tmp_path}", "name=run", "model.name=popular", "--no-progress",
+        "train",
+        f"data.source={first}",
+        f"output_dir={tmp_path}",
+        "name=run",
+        "model.name=popular",
+        "--no-progress",
     ]
     assert _invoke(*args).exit_code == 0
     cyclic_sequences(40, 10, 6, seed=1).save(tmp_path / "data")  # same path, other content

@@ -86,7 +86,5 @@ def test_cli_runs_the_selected_preset_and_reports_failures_as_errors(fake_method
     assert result.exit_code == 0, result.output
     assert fake_experiment.CALLS == [10]
     assert "[1/1] sllmr" in result.output and "ETA" in result.output
-    result = runner.invoke(
-        main, ["reproduce", "--only", "cemg", "--out", str(tmp_path / "b"), "cemg.fail=true"]
-    )
+    result = runner.invoke(main, ["reproduce", "--only", "cemg", "--out", str(tmp_path / "b"), "cemg.fail=true"])
     assert result.exit_code != 0 and "1 stage(s) failed: cemg" in result.output

@@ -102,8 +102,15 @@ def data_convert(source: str, output: Path, fmt: str | None, columns: str | None
 @click.option("--seed", type=int, default=0, show_default=True, help="random only.")
 @click.option("--kcore", type=int, default=0, show_default=True, help="Apply a k-core filter first (0 = off).")
 def data_split(
-    source: str, output: Path, fmt: str | None, columns: str | None, strategy: str, valid_fraction: float,
-    test_fraction: float, seed: int, kcore: int,
+    source: str,
+    output: Path,
+    fmt: str | None,
+    columns: str | None,
+    strategy: str,
+    valid_fraction: float,
+    test_fraction: float,
+    seed: int,
+    kcore: int,
 ) -> None:
     """Split SOURCE into train/valid/test Parquet files in OUTPUT."""
     from llmboost.data.filters import kcore as kcore_filter
@@ -198,18 +205,28 @@ def plot(run: Path, metric: str) -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("overrides", nargs=-1)
 @click.option(
-    "--preset", type=click.Choice(["quick", "cpu", "full"]), default="quick", show_default=True,
+    "--preset",
+    type=click.Choice(["quick", "cpu", "full"]),
+    default="quick",
+    show_default=True,
     help="quick: 2 CPU cores, under 20 min; cpu: each method's CPU configuration; full: paper scale (GPU).",
 )
 @click.option("--only", default=None, help="Comma-separated subset, e.g. sllmr,cemg (default: all four).")
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Report folder (default: reports/<preset>).",
 )
 @click.option("--mlflow/--no-mlflow", "mlflow", default=None, help="Log each stage to MLflow (default: if installed).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def reproduce(
-    overrides: tuple[str, ...], preset: str, only: str | None, out_dir: Path | None, mlflow: bool | None,
+    overrides: tuple[str, ...],
+    preset: str,
+    only: str | None,
+    out_dir: Path | None,
+    mlflow: bool | None,
     no_progress: bool,
 ) -> None:
     """Run S-LLMR, LLM-I2I, CEMG and the hallucination-detector ensemble; write one report.
@@ -224,7 +241,12 @@ def reproduce(
 
     try:
         out = run_reproduce(
-            out_dir or Path("reports") / preset, preset, only, overrides, progress=not no_progress, mlflow=mlflow,
+            out_dir or Path("reports") / preset,
+            preset,
+            only,
+            overrides,
+            progress=not no_progress,
+            mlflow=mlflow,
             echo=click.echo,
         )
     except ConfigError as exc:

@@ -54,20 +54,32 @@ METHODS: dict[str, Method] = {
     m.key: m
     for m in (
         Method(
-            "sllmr", "S-LLMR: selective LLM-guided regularization", "arXiv 2512.21526",
-            "llmboost.methods.sllmr", {"quick": 300, "cpu": 1800, "full": 3600},
+            "sllmr",
+            "S-LLMR: selective LLM-guided regularization",
+            "arXiv 2512.21526",
+            "llmboost.methods.sllmr",
+            {"quick": 300, "cpu": 1800, "full": 3600},
         ),
         Method(
-            "llm_i2i", "LLM-I2I: LLM-refined data for item-to-item models", "arXiv 2512.21595",
-            "llmboost.methods.llm_i2i", {"quick": 300, "cpu": 1800, "full": 3600},
+            "llm_i2i",
+            "LLM-I2I: LLM-refined data for item-to-item models",
+            "arXiv 2512.21595",
+            "llmboost.methods.llm_i2i",
+            {"quick": 300, "cpu": 1800, "full": 3600},
         ),
         Method(
-            "cemg", "CEMG: collaborative-enhanced multimodal generative recommendation", "arXiv 2512.21543",
-            "llmboost.methods.cemg", {"quick": 300, "cpu": 1800, "full": 3600},
+            "cemg",
+            "CEMG: collaborative-enhanced multimodal generative recommendation",
+            "arXiv 2512.21543",
+            "llmboost.methods.cemg",
+            {"quick": 300, "cpu": 1800, "full": 3600},
         ),
         Method(
-            "hallucination", "Hallucination-detector ensemble with abstention", "arXiv 2510.14330",
-            "llmboost.methods.hallucination", {"quick": 300, "cpu": 1800, "full": 3600},
+            "hallucination",
+            "Hallucination-detector ensemble with abstention",
+            "arXiv 2510.14330",
+            "llmboost.methods.hallucination",
+            {"quick": 300, "cpu": 1800, "full": 3600},
         ),
     )
 }
@@ -236,8 +248,12 @@ def _results_record(
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": total,
         "versions": {"llmboost": __version__, "python": platform.python_version(), "torch": torch.__version__},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_capability": _cpu_capability(), "threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_capability": _cpu_capability(),
+            "threads": torch.get_num_threads(),
+        },
         "stages": {
             o.key: {
                 "title": METHODS[o.key].title,
@@ -356,4 +372,3 @@ def _cpu_capability() -> str:
         return str(torch.backends.cpu.get_cpu_capability())
     except Exception:  # pragma: no cover - very old torch
         return "unknown"
-

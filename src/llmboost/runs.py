@@ -261,4 +261,3 @@ def _run_record(config: RunConfig, experiment: Experiment, out: Path) -> dict[st
         "argv": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-

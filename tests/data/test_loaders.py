@@ -83,8 +83,7 @@ def recbole_ml(folder: Path) -> Path:
     )
     write(
         folder / "ml-100k.user",
-        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
-        + U_USER.replace("|", "\t"),
+        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n" + U_USER.replace("|", "\t"),
     )
     return folder
 
@@ -173,9 +172,7 @@ def test_ml_latest_small_layout_quoted_titles(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- Amazon
 def test_p5_layout_positions_are_timestamps(tmp_path: Path) -> None:
     write(tmp_path / "user_sequence.txt", "A1 B001 B002 B003\n  A2  B002\tB004 \r\n")
-    write(
-        tmp_path / "item_generative_indexing_phase_0.txt", "B001 red nail polish\nB002\nB003 soap\nB004 x\n"
-    )
+    write(tmp_path / "item_generative_indexing_phase_0.txt", "B001 red nail polish\nB002\nB003 soap\nB004 x\n")
     ds = load_amazon_p5(tmp_path)
     assert history_ids(ds, "A1") == ["B001", "B002", "B003"] and history_ids(ds, "A2") == ["B002", "B004"]
     assert ds.interactions.frame.query("user == 0")["timestamp"].tolist() == [0, 1, 2]
@@ -349,9 +346,7 @@ def test_parquet_table_with_datetime_timestamps(tmp_path: Path) -> None:
 
 
 def test_parquet_non_numeric_timestamp_names_the_row(tmp_path: Path) -> None:
-    pd.DataFrame({"user": ["1", "2"], "item": ["a", "b"], "timestamp": ["5", "soon"]}).to_parquet(
-        tmp_path / "e.pq"
-    )
+    pd.DataFrame({"user": ["1", "2"], "item": ["a", "b"], "timestamp": ["5", "soon"]}).to_parquet(tmp_path / "e.pq")
     with pytest.raises(DataFormatError) as err:
         load_table(tmp_path / "e.pq")
     assert (err.value.line, err.value.field) == (2, "timestamp")
@@ -481,17 +476,13 @@ def test_recbole_untyped_header(tmp_path: Path) -> None:
 
 def test_recbole_misnamed_column(tmp_path: Path) -> None:
     write(tmp_path / "d.inter", "uid:token\titem_id:token\n1\t2\n")
-    with pytest.raises(
-        DataFormatError, match=r"missing column 'user_id'; found columns \['uid', 'item_id'\]"
-    ):
+    with pytest.raises(DataFormatError, match=r"missing column 'user_id'; found columns \['uid', 'item_id'\]"):
         load_recbole(tmp_path)
 
 
 def test_wrong_encoding_names_line_and_suggests_one(tmp_path: Path) -> None:
     write(tmp_path / "ratings.dat", "1::1::5::978300760\n")
-    write(
-        tmp_path / "movies.dat", "1::Toy Story (1995)::Comedy\n2::Misérables, Les (1995)::Drama\n", "latin-1"
-    )
+    write(tmp_path / "movies.dat", "1::Toy Story (1995)::Comedy\n2::Misérables, Les (1995)::Drama\n", "latin-1")
     with pytest.raises(DataFormatError) as err:
         load_movielens_1m(tmp_path, encoding="utf-8")
     assert err.value.line == 2 and err.value.path == tmp_path / "movies.dat"

@@ -119,9 +119,7 @@ def test_skip_mode_drops_exactly_the_corrupted_rows(
                 )
                 events_from(table, "user", "item", "timestamp", "rating")
             return
-        table = read_delimited(
-            path, sep="\t", fields=("user", "item", "rating", "timestamp"), on_bad_rows="skip"
-        )
+        table = read_delimited(path, sep="\t", fields=("user", "item", "rating", "timestamp"), on_bad_rows="skip")
         events = events_from(table, "user", "item", "timestamp", "rating")
     kept = [r for k, r in enumerate(records) if k not in bad]
     assert events["timestamp"].tolist() == [r[3] for r in kept]
@@ -138,9 +136,7 @@ titles = st.text(
 
 @SETTINGS
 @given(st.lists(st.tuples(ids, titles), min_size=1, max_size=20), st.data())
-def test_quoted_csv_round_trips_and_names_physical_lines(
-    pairs: list[tuple[str, str]], data: st.DataObject
-) -> None:
+def test_quoted_csv_round_trips_and_names_physical_lines(pairs: list[tuple[str, str]], data: st.DataObject) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["movieId", "title", "score"])

@@ -71,10 +71,12 @@ def _reference(scores: np.ndarray, targets: list[int], k: int) -> dict[str, floa
     hits = [r for r in ranks if r < k]
     idcg = sum(1 / math.log2(i + 2) for i in range(min(len(targets), k)))
     negatives = [j for j in candidates if j not in targets]
-    auc = np.mean([
-        np.mean([1.0 if scores[t] > scores[j] else 0.5 if scores[t] == scores[j] else 0.0 for j in negatives])
-        for t in targets
-    ])
+    auc = np.mean(
+        [
+            np.mean([1.0 if scores[t] > scores[j] else 0.5 if scores[t] == scores[j] else 0.0 for j in negatives])
+            for t in targets
+        ]
+    )
     return {
         f"Recall@{k}": len(hits) / len(targets),
         f"NDCG@{k}": sum(1 / math.log2(r + 2) for r in hits) / idcg,

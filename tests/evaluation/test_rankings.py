@@ -62,8 +62,12 @@ def test_short_lists_seen_items_and_missing_users(fitted) -> None:
     targets = np.array([split.test.history(u)[0] for u in users])
     seen = np.array([split.history("test").history(u)[0] for u in users])
     # the target second, behind a seen item (skipped) and an unseen non-target: rank 1
-    other = np.array([next(i for i in range(split.n_items) if i != t and i not in split.history("test").history(u))
-                      for u, t in zip(users, targets, strict=True)])
+    other = np.array(
+        [
+            next(i for i in range(split.n_items) if i != t and i not in split.history("test").history(u))
+            for u, t in zip(users, targets, strict=True)
+        ]
+    )
     lists = np.stack([seen, other, targets, other], axis=1)
     summary = evaluate_rankings(lists, users, split, "test", ks=(1, 2)).summary()
     assert summary["HR@1"] == 0.0 and summary["HR@2"] == 1.0

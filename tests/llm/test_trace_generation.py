@@ -15,8 +15,15 @@ from llmboost.llm.tracing import (  # noqa: E402
     trace_generation_ids,
 )
 
-TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256}
+TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 128,
+    "max_position_embeddings": 256,
+}
 
 
 def _tiny(kind: str):
@@ -26,24 +33,49 @@ def _tiny(kind: str):
         model = transformers.LlamaForCausalLM(cfg)
     elif kind == "llava":
         cfg = transformers.LlavaConfig(
-            vision_config=transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                                        num_attention_heads=2, image_size=16, patch_size=8),
-            text_config=transformers.LlamaConfig(**TEXT), image_token_index=127)
+            vision_config=transformers.CLIPVisionConfig(
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=16,
+                patch_size=8,
+            ),
+            text_config=transformers.LlamaConfig(**TEXT),
+            image_token_index=127,
+        )
         model = transformers.LlavaForConditionalGeneration(cfg)
     elif kind == "mllama":
-        text = transformers.MllamaTextConfig(**{**TEXT, "num_hidden_layers": 3}, cross_attention_layers=[1],
-                                             bos_token_id=1,
-                                             eos_token_id=2, pad_token_id=0)
-        vision = transformers.MllamaVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                                 num_global_layers=1, num_attention_heads=2, image_size=16,
-                                                 patch_size=8, vision_output_dim=32, intermediate_layers_indices=[0])
+        text = transformers.MllamaTextConfig(
+            **{**TEXT, "num_hidden_layers": 3},
+            cross_attention_layers=[1],
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        vision = transformers.MllamaVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_global_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+            vision_output_dim=32,
+            intermediate_layers_indices=[0],
+        )
         cfg = transformers.MllamaConfig(vision_config=vision, text_config=text, image_token_index=127)
         model = transformers.MllamaForConditionalGeneration(cfg)
     else:
         text = transformers.Qwen2VLTextConfig(**TEXT, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]})
         vision = transformers.Qwen2VLVisionConfig(depth=1, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2)
-        cfg = transformers.Qwen2VLConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
-                                         image_token_id=127, video_token_id=126, vision_start_token_id=125)
+        cfg = transformers.Qwen2VLConfig(
+            vision_config=vision.to_dict(),
+            text_config=text.to_dict(),
+            image_token_id=127,
+            video_token_id=126,
+            vision_start_token_id=125,
+        )
         model = transformers.Qwen2VLForConditionalGeneration(cfg)
     model.eval()
     model.generation_config.eos_token_id = None
@@ -63,9 +95,10 @@ def test_tiny_architectures_match_a_full_forward(kind):
     ids = torch.tensor([prompts[0] + tr.token_ids[0]])
     captured = {}
     layers = decoder_layers(model)
-    hooks = [b.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(i, o[0] if isinstance(o, tuple)
-                                                                                  else o)) for i, b in
-             enumerate(layers)]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(i, o[0] if isinstance(o, tuple) else o))
+        for i, b in enumerate(layers)
+    ]
     with torch.no_grad():
         logits = model(input_ids=ids).logits
     for h in hooks:
@@ -76,8 +109,9 @@ def test_tiny_architectures_match_a_full_forward(kind):
             ref = captured[i][0, pos].mean(0).numpy()
             assert np.allclose(tr.hidden[0, i], ref, atol=1e-4 * max(1.0, np.abs(ref).max()))
     lp = torch.log_softmax(logits[0].float(), -1)
-    assert np.allclose(tr.token_logprobs[0], [float(lp[p, t]) for p, t in zip(pos, tr.token_ids[0], strict=True)],
-                       atol=1e-4)
+    assert np.allclose(
+        tr.token_logprobs[0], [float(lp[p, t]) for p, t in zip(pos, tr.token_ids[0], strict=True)], atol=1e-4
+    )
 
 
 def test_memory_is_independent_of_generated_length():
@@ -165,8 +199,12 @@ def test_gemma3_270m_trace_end_to_end(gemma3):
     for row in (0, 1):  # one full forward pass per prompt, unpadded
         ids, gen = gemma3.encode(prompts[row]), tr.token_ids[row]
         captured: dict[int, torch.Tensor] = {}
-        hooks = [layers[k].self_attn.o_proj.register_forward_pre_hook(
-            lambda _m, args, k=k, store=captured: store.__setitem__(k, args[0].detach())) for k in range(n_layers)]
+        hooks = [
+            layers[k].self_attn.o_proj.register_forward_pre_hook(
+                lambda _m, args, k=k, store=captured: store.__setitem__(k, args[0].detach())
+            )
+            for k in range(n_layers)
+        ]
         try:
             with torch.no_grad():
                 out = gemma3.model(torch.tensor([ids + gen]), output_hidden_states=True)

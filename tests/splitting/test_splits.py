@@ -11,8 +11,18 @@ from tests.factories import cyclic_sequences, events_dataset
 
 
 def test_leave_one_out_holds_out_last_two_events_per_user() -> None:
-    ds = events_dataset([("a", "x", 1), ("a", "y", 2), ("a", "z", 3), ("b", "x", 5), ("b", "z", 4),
-                         ("b", "y", 6), ("c", "x", 1), ("c", "y", 2)])
+    ds = events_dataset(
+        [
+            ("a", "x", 1),
+            ("a", "y", 2),
+            ("a", "z", 3),
+            ("b", "x", 5),
+            ("b", "z", 4),
+            ("b", "y", 6),
+            ("c", "x", 1),
+            ("c", "y", 2),
+        ]
+    )
     split = leave_one_out(ds)
     item = ds.items.encode
     user = ds.users.encode

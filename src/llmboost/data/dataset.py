@@ -166,8 +166,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         return (
-            f"Dataset({self.name!r}, users={self.n_users}, items={self.n_items}, "
-            f"interactions={len(self.interactions)})"
+            f"Dataset({self.name!r}, users={self.n_users}, items={self.n_items}, interactions={len(self.interactions)})"
         )
 
     # ------------------------------------------------------------------ storage
@@ -236,5 +235,11 @@ def _quantiles(counts: np.ndarray) -> dict[str, float]:
     if len(counts) == 0:
         return {}
     q = np.quantile(counts, [0.0, 0.25, 0.5, 0.75, 1.0])
-    return {"min": float(q[0]), "p25": float(q[1]), "median": float(q[2]), "p75": float(q[3]),
-            "max": float(q[4]), "mean": float(counts.mean())}
+    return {
+        "min": float(q[0]),
+        "p25": float(q[1]),
+        "median": float(q[2]),
+        "p75": float(q[3]),
+        "max": float(q[4]),
+        "mean": float(counts.mean()),
+    }

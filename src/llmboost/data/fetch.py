@@ -149,9 +149,7 @@ def load_dataset(
     spec = builtin(str(name_or_path))
     if spec is None:
         known = ", ".join(BUILTINS)
-        raise DatasetNotFoundError(
-            f"{name_or_path}: no such file or folder, and not a built-in dataset ({known})"
-        )
+        raise DatasetNotFoundError(f"{name_or_path}: no such file or folder, and not a built-in dataset ({known})")
     options = {"format": spec.format, "name": spec.name, **options}
 
     pointer = _pointer_path(root, options)
@@ -204,9 +202,7 @@ def _not_found_message(spec: Builtin, root: Path, problems: list[str]) -> str:
             f"load_dataset('/path/to/{spec.folder}')."
         )
     if spec.recbole is not None:
-        lines.append(
-            f"Or install the recbole wheel, which ships {spec.recbole}: pip install --no-deps recbole==1.2.1"
-        )
+        lines.append(f"Or install the recbole wheel, which ships {spec.recbole}: pip install --no-deps recbole==1.2.1")
     return "\n".join(lines)
 
 
@@ -294,14 +290,10 @@ def _load_source(
                 write_json(pointer, {"source": str(path.resolve()), "options": key_options, "key": key})
             return ds
     ds = loaders.load_path(path, format=fmt, **options)
-    _save(
-        ds, target, {"source": str(path.resolve()), "files": [str(f) for f in files], "options": key_options}
-    )
+    _save(ds, target, {"source": str(path.resolve()), "files": [str(f) for f in files], "options": key_options})
     if pointer is not None:
         write_json(pointer, {"source": str(path.resolve()), "options": key_options, "key": key})
     return ds
-
-
 
 
 def _save(ds: Dataset, target: Path, record: dict[str, Any]) -> None:

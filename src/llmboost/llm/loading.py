@@ -85,7 +85,6 @@ LAYER_PATHS: tuple[str, ...] = (
 """Attribute paths searched (in order) for a model's language decoder blocks."""
 
 
-
 class ArchitectureError(LookupError):
     """A part of a model (its decoder blocks, a block's attention output projection) could not be found."""
 

@@ -154,8 +154,7 @@ PAIRWISE = PromptTemplate(
     name="pairwise_preference",
     version=1,
     text=(
-        _HISTORY
-        + "Which of the following two {item_kind} is the user more likely to choose next? "
+        _HISTORY + "Which of the following two {item_kind} is the user more likely to choose next? "
         "Answer with a single letter, A or B.\n"
         "A: {item_a}\nB: {item_b}"
     ),
@@ -169,11 +168,7 @@ PAIRWISE = PromptTemplate(
 YES_NO = PromptTemplate(
     name="yes_no",
     version=1,
-    text=(
-        _HISTORY
-        + "Will the user like the following item? Answer with Yes or No.\n"
-        "Item: {item}"
-    ),
+    text=(_HISTORY + "Will the user like the following item? Answer with Yes or No.\nItem: {item}"),
     choices=("Yes", "No"),
     system=_SYSTEM,
     defaults={"item_kind": "items"},
@@ -184,10 +179,7 @@ YES_NO = PromptTemplate(
 NEXT_ITEM = PromptTemplate(
     name="next_item",
     version=1,
-    text=(
-        _HISTORY
-        + "What will the user choose next? Answer with the title only."
-    ),
+    text=(_HISTORY + "What will the user choose next? Answer with the title only."),
     system=_SYSTEM,
     defaults={"item_kind": "items"},
     description="history -> the next item's title (generation)",

@@ -85,9 +85,7 @@ class Split:
         path = Path(path)
         meta = json.loads((path / "split.json").read_text())
         parts = {
-            part: Interactions.from_frame(
-                pd.read_parquet(path / f"{part}.parquet"), meta["n_users"], meta["n_items"]
-            )
+            part: Interactions.from_frame(pd.read_parquet(path / f"{part}.parquet"), meta["n_users"], meta["n_items"])
             for part in ("train", "valid", "test")
         }
         return cls(**parts, strategy=meta["strategy"], log=list(meta["log"]))

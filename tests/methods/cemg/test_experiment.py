@@ -30,15 +30,31 @@ def test_presets_and_overrides(tmp_path: Path) -> None:
 
 
 def tiny(shared: Path, **changes: object) -> CEMGConfig:
-    config = load_config("quick", [
-        f"datasets=[{shared / 'movielens-100k'}]", "seeds=[0]", "max_users=40", "test_users=30",
-        "variants=[sasrec,tiger,cemg,cemg_collab_only]",
-        "sasrec_params={epochs: 2, hidden: 16}", "features.collab_params={epochs: 2, hidden: 16}",
-        "rqvae.codebook_size=16", "rqvae.epochs=4", "rqvae.hidden=[32]", "fusion.epochs=2", "fusion.dim=16",
-        "generator.d_model=16", "generator.heads=2", "generator.ff=32", "generator.epochs=1",
-        "generator.valid_users=20", "generator.targets_per_user=2", "generator.beam=10",
-        *[f"{k}={v}" for k, v in changes.items()],
-    ])
+    config = load_config(
+        "quick",
+        [
+            f"datasets=[{shared / 'movielens-100k'}]",
+            "seeds=[0]",
+            "max_users=40",
+            "test_users=30",
+            "variants=[sasrec,tiger,cemg,cemg_collab_only]",
+            "sasrec_params={epochs: 2, hidden: 16}",
+            "features.collab_params={epochs: 2, hidden: 16}",
+            "rqvae.codebook_size=16",
+            "rqvae.epochs=4",
+            "rqvae.hidden=[32]",
+            "fusion.epochs=2",
+            "fusion.dim=16",
+            "generator.d_model=16",
+            "generator.heads=2",
+            "generator.ff=32",
+            "generator.epochs=1",
+            "generator.valid_users=20",
+            "generator.targets_per_user=2",
+            "generator.beam=10",
+            *[f"{k}={v}" for k, v in changes.items()],
+        ],
+    )
     return config
 
 
@@ -62,12 +78,15 @@ def test_tiny_experiment_writes_report_and_resumes(shared_datasets: Path, tmp_pa
     table = tmp_path / "movielens-100k" / "seed-0" / "cemg"
     assert (table / "semantic_ids.parquet").exists() and json.loads((table / "semantic_ids.json").read_text())
     # rerun: finished stages are skipped; a changed RQ-VAE setting reruns only what it affects
-    stamps = {v: (tmp_path / "movielens-100k" / "seed-0" / v / "metrics.json").stat().st_mtime_ns
-              for v in ("sasrec", "tiger")}
-    again = run_experiment(tiny(shared_datasets, **{"variants": "[sasrec,tiger]", "rqvae.epochs": 3}), tmp_path,
-                           progress=False)
-    after = {v: (tmp_path / "movielens-100k" / "seed-0" / v / "metrics.json").stat().st_mtime_ns
-             for v in ("sasrec", "tiger")}
+    stamps = {
+        v: (tmp_path / "movielens-100k" / "seed-0" / v / "metrics.json").stat().st_mtime_ns for v in ("sasrec", "tiger")
+    }
+    again = run_experiment(
+        tiny(shared_datasets, **{"variants": "[sasrec,tiger]", "rqvae.epochs": 3}), tmp_path, progress=False
+    )
+    after = {
+        v: (tmp_path / "movielens-100k" / "seed-0" / v / "metrics.json").stat().st_mtime_ns for v in ("sasrec", "tiger")
+    }
     assert after["sasrec"] == stamps["sasrec"] and after["tiger"] != stamps["tiger"]
     assert again["datasets"]["movielens-100k"]["metrics"]["sasrec"] == data["metrics"]["sasrec"]
 
@@ -78,10 +97,17 @@ def test_each_variant_tokenizes_its_own_item_vectors() -> None:
 
     features = synthetic_features(80)
     config = load_config("quick", ["fusion.epochs=1", "fusion.dim=8"])
-    shapes = {v: item_vectors(v, config, features, 0)[0].shape for v in
-              ("tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")}
-    assert shapes == {"tiger": (80, 24), "cemg": (80, 8), "cemg_no_guidance": (80, 8),
-                      "cemg_no_fusion": (80, 24 + 12 + 8), "cemg_collab_only": (80, 8)}
+    shapes = {
+        v: item_vectors(v, config, features, 0)[0].shape
+        for v in ("tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")
+    }
+    assert shapes == {
+        "tiger": (80, 24),
+        "cemg": (80, 8),
+        "cemg_no_guidance": (80, 8),
+        "cemg_no_fusion": (80, 24 + 12 + 8),
+        "cemg_collab_only": (80, 8),
+    }
 
 
 def test_cli_reports_bad_config_and_shows_an_id_table(tmp_path: Path) -> None:

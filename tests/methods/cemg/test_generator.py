@@ -29,9 +29,21 @@ def random_ids(n_items: int, size: int = 8, seed: int = 0) -> SemanticIDs:
 def test_constrained_beam_search_only_returns_real_unseen_items(ml100k, tmp_path: Path) -> None:
     dataset, split = ml100k
     ids = random_ids(dataset.n_items)
-    model = GenerativeRecommender(ids.codes, ids.sizes, d_model=32, layers=1, heads=2, ff=64, max_history=8,
-                                  targets_per_user=2, epochs=1, batch_size=512, beam=20, valid_users=50,
-                                  progress=False).fit(split.train, split.valid)
+    model = GenerativeRecommender(
+        ids.codes,
+        ids.sizes,
+        d_model=32,
+        layers=1,
+        heads=2,
+        ff=64,
+        max_history=8,
+        targets_per_user=2,
+        epochs=1,
+        batch_size=512,
+        beam=20,
+        valid_users=50,
+        progress=False,
+    ).fit(split.train, split.valid)
     history = split.history("test")
     users = np.arange(dataset.n_users)  # every user of MovieLens-100K
     items, _ = model.recommend(users, k=10, history=history)
@@ -57,8 +69,19 @@ def test_constrained_beam_search_only_returns_real_unseen_items(ml100k, tmp_path
 def test_histories_longer_than_the_context_keep_the_most_recent_items(ml100k) -> None:
     dataset, split = ml100k
     ids = random_ids(dataset.n_items, seed=1)
-    model = GenerativeRecommender(ids.codes, ids.sizes, d_model=16, layers=1, heads=2, ff=32, max_history=5,
-                                  epochs=5, targets_per_user=1, progress=False, max_minutes=0.0).fit(split.train)
+    model = GenerativeRecommender(
+        ids.codes,
+        ids.sizes,
+        d_model=16,
+        layers=1,
+        heads=2,
+        ff=32,
+        max_history=5,
+        epochs=5,
+        targets_per_user=1,
+        progress=False,
+        max_minutes=0.0,
+    ).fit(split.train)
     assert len(model.history_) == 1  # the time budget stops training after the first epoch
     user = int(np.argmax(split.train.user_counts()))
     full = split.train.history(user)
@@ -96,7 +119,8 @@ def test_cached_beam_decoder_matches_the_transformer_decoder() -> None:
     token = torch.zeros(3, 5, dtype=torch.long)
     for step in range(3):
         fast, cache = network.decode_step(cross, pad, token, step, cache)
-        slow = network.decode(memory.repeat_interleave(5, 0), pad.repeat_interleave(5, 0),
-                              prefix[:, :, :step].reshape(15, step))[:, -1]
+        slow = network.decode(
+            memory.repeat_interleave(5, 0), pad.repeat_interleave(5, 0), prefix[:, :, :step].reshape(15, step)
+        )[:, -1]
         torch.testing.assert_close(fast.reshape(15, -1), slow, rtol=1e-4, atol=1e-5)
         token = prefix[:, :, step]

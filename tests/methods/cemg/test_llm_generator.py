@@ -28,9 +28,18 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 1-layer Llama + word-level tokenizer saved as a model folder (a core model setting)."""
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<pad>": 0, "<eos>": 1, "next": 2}, unk_token="<pad>"))
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
-    config = transformers.LlamaConfig(vocab_size=3, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                                      eos_token_id=1, pad_token_id=0, bos_token_id=None)
+    config = transformers.LlamaConfig(
+        vocab_size=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=1,
+        pad_token_id=0,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-llama")
     transformers.LlamaForCausalLM(config).save_pretrained(folder)
@@ -69,17 +78,30 @@ def test_lora_llm_generator_reloads_with_its_tokens_and_never_returns_invalid_it
 
     train, ids = _data()
     out = tmp_path / "lora"
-    model = LLMGenerativeRecommender(ids.codes, ids.sizes, model=tiny_llm, max_history=4, examples=120, epochs=3,
-                                     lr=1e-2, batch_tokens=512, beam=8, method="lora", lora_r=4, progress=False,
-                                     output_dir=out).fit(train)
+    model = LLMGenerativeRecommender(
+        ids.codes,
+        ids.sizes,
+        model=tiny_llm,
+        max_history=4,
+        examples=120,
+        epochs=3,
+        lr=1e-2,
+        batch_tokens=512,
+        beam=8,
+        method="lora",
+        lora_r=4,
+        progress=False,
+        output_dir=out,
+    ).fit(train)
     assert (out / "adapter_config.json").is_file()  # a PEFT adapter, saved with its tokenizer
     log = read_training_log(out)
     assert log["method"] == "lora" and log["new_tokens"][-1] == NEXT
     assert log["epoch_losses"][-1] < log["epoch_losses"][0]
     tokenizer = model.llm_.tokenizer
     assert len(tokenizer) == 3 + sum(ids.sizes) + 1  # one token per code of each level, plus <next>
-    rows = model.llm_.model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids(
-        [code_token(0, c) for c in range(ids.sizes[0])])]
+    rows = model.llm_.model.get_input_embeddings().weight[
+        tokenizer.convert_tokens_to_ids([code_token(0, c) for c in range(ids.sizes[0])])
+    ]
     assert (rows - rows.mean(0)).abs().max() > 1e-4  # the new rows were trained (they start equal) and reloaded
 
     users = np.arange(train.n_users)  # every user: constrained beams only ever name real, unseen items
@@ -93,9 +115,21 @@ def test_lora_llm_generator_reloads_with_its_tokens_and_never_returns_invalid_it
     raw = model.generate([train.history(u) for u in users], beam=8)
     assert (raw >= 0).all()  # every beam of every user is a valid ID (30 items, beam 8)
 
-    again = LLMGenerativeRecommender(ids.codes, ids.sizes, model=tiny_llm, max_history=4, examples=120, epochs=3,
-                                     lr=1e-2, batch_tokens=512, beam=8, method="lora", lora_r=4, progress=False,
-                                     output_dir=out).fit(train)  # same settings: reuses the fine-tune
+    again = LLMGenerativeRecommender(
+        ids.codes,
+        ids.sizes,
+        model=tiny_llm,
+        max_history=4,
+        examples=120,
+        epochs=3,
+        lr=1e-2,
+        batch_tokens=512,
+        beam=8,
+        method="lora",
+        lora_r=4,
+        progress=False,
+        output_dir=out,
+    ).fit(train)  # same settings: reuses the fine-tune
     assert json.loads((out / "cemg_llm.json").read_text())["method"] == "lora"
     np.testing.assert_array_equal(again.recommend(users[:20], k=8, history=train)[0], items[:20])
 
@@ -104,9 +138,20 @@ def test_full_llm_generator_and_bad_settings(tiny_llm: str, tmp_path: Path) -> N
     from llmboost.methods.cemg.llm_generator import LLMGenerativeRecommender
 
     train, ids = _data(n_users=20)
-    model = LLMGenerativeRecommender(ids.codes, ids.sizes, model=tiny_llm, max_history=4, examples=40, epochs=1,
-                                     lr=1e-2, batch_tokens=512, beam=4, method="full", progress=False,
-                                     output_dir=tmp_path / "full").fit(train)
+    model = LLMGenerativeRecommender(
+        ids.codes,
+        ids.sizes,
+        model=tiny_llm,
+        max_history=4,
+        examples=40,
+        epochs=1,
+        lr=1e-2,
+        batch_tokens=512,
+        beam=4,
+        method="full",
+        progress=False,
+        output_dir=tmp_path / "full",
+    ).fit(train)
     assert (tmp_path / "full" / "config.json").is_file() and not (tmp_path / "full" / "adapter_config.json").exists()
     items, _ = model.recommend(np.arange(20), k=4, history=train)
     assert items[items >= 0].max() < train.n_items and (items >= 0).any()

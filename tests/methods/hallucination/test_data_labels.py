@@ -92,8 +92,9 @@ def test_multi_turn_scoring_on_a_published_format_fixture():
     items = crag_items(sessions)
     assert [(i.meta["session_id"], i.meta["turn"]) for i in items][3:6] == [("mt-a", 3), ("mt-b", 0), ("mt-b", 1)]
     prompt = few_shot_prompt(items[5], [])
-    assert prompt.endswith("Q: Which car brand makes this model?\nA: Toyota\nQ: In which country is that brand "
-                           "based?\nA:")
+    assert prompt.endswith(
+        "Q: Which car brand makes this model?\nA: Toyota\nQ: In which country is that brand based?\nA:"
+    )
     outcomes = {
         "mt-a": ["correct", "missing", "hallucinated", "correct"],  # stopped after turn 2: 1 + 0 - 1 + 0 -> 0/4
         "mt-b": ["hallucinated", "correct", "correct"],  # never two wrong in a row: -1 + 1 + 1 -> 1/3
@@ -104,8 +105,9 @@ def test_multi_turn_scoring_on_a_published_format_fixture():
     assert multi_turn_truthfulness(flat, sess) == pytest.approx((0 + 1 / 3 + 0) / 3)
     # turn order comes from the turn index, not from the row order
     order = list(reversed(range(len(items))))
-    assert multi_turn_truthfulness([flat[k] for k in order], [sess[k] for k in order],
-                                   [items[k].meta["turn"] for k in order]) == pytest.approx(1 / 9)
+    assert multi_turn_truthfulness(
+        [flat[k] for k in order], [sess[k] for k in order], [items[k].meta["turn"] for k in order]
+    ) == pytest.approx(1 / 9)
 
 
 def test_exact_match_idk_and_bad_answers():
@@ -128,8 +130,10 @@ def test_llm_judge_asks_only_what_exact_match_cannot_decide():
     from fake_openai_server import FakeOpenAIServer
 
     def reply(word):
-        return lambda path, payload: (200, {"choices": [{"index": 0, "message": {"role": "assistant",
-                                                                                "content": word}}]})
+        return lambda path, payload: (
+            200,
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": word}}]},
+        )
 
     with FakeOpenAIServer() as srv:
         srv.faults.extend([None, reply("Correct."), reply("incorrect")])  # None answers GET /v1/models

@@ -84,8 +84,9 @@ def test_folded_probe_equals_the_sklearn_pipeline():
 
 def _sklearn_mean(ens: DetectorEnsemble, feats: Features) -> np.ndarray:
     """The reference: scikit-learn's own pipelines (scaler -> PCA -> logistic regression), averaged."""
-    return np.mean([ens.probes_[k].pipeline_.predict_proba(feats.block(k).astype(np.float64))[:, 1]
-                    for k in ens.kept_], axis=0)
+    return np.mean(
+        [ens.probes_[k].pipeline_.predict_proba(feats.block(k).astype(np.float64))[:, 1] for k in ens.kept_], axis=0
+    )
 
 
 def test_stacked_inference_equals_the_sklearn_pipelines(fitted):

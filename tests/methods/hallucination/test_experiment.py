@@ -45,8 +45,17 @@ def test_tiny_run_writes_report_and_resumes(smollm2, tmp_path, monkeypatch):
     from llmboost.methods.hallucination.experiment import run_experiment
 
     monkeypatch.setattr(llm, "load_model", lambda *a, **k: smollm2)
-    cfg = load("quick", ["data.n_geonames=40", "data.geonames_kinds=[capital, continent]", "model.max_new_tokens=4",
-                         "detectors.heads=false", "idk_baseline=false", "split.seeds=[0]"])
+    cfg = load(
+        "quick",
+        [
+            "data.n_geonames=40",
+            "data.geonames_kinds=[capital, continent]",
+            "model.max_new_tokens=4",
+            "detectors.heads=false",
+            "idk_baseline=false",
+            "split.seeds=[0]",
+        ],
+    )
     result = run_experiment(cfg, tmp_path, progress=False)
     assert result["n_questions"] == 40
     assert set(result["methods"]) >= {"no_abstention", "logprob", "best_single", "concat_probe", "ensemble"}
@@ -92,6 +101,7 @@ def test_multi_turn_conversations_stay_in_one_split_and_are_scored():
     m = res["metrics"]
     te = idx["test"]
     assert m["no_abstention"]["multi_turn_truthfulness"] == pytest.approx(
-        multi_turn_truthfulness([outcomes[i] for i in te], [sessions[i] for i in te], [turns[i] for i in te]))
+        multi_turn_truthfulness([outcomes[i] for i in te], [sessions[i] for i in te], [turns[i] for i in te])
+    )
     # abstaining on the likely-wrong answers avoids hallucinations and early stops: better than always answering
     assert m["ensemble"]["multi_turn_truthfulness"] > m["no_abstention"]["multi_turn_truthfulness"]

@@ -277,9 +277,7 @@ class Table:
         return [note]
 
 
-def require_columns(
-    found: Sequence[str], expected: Iterable[str], path: Path, *, line: int | None = 1
-) -> None:
+def require_columns(found: Sequence[str], expected: Iterable[str], path: Path, *, line: int | None = 1) -> None:
     """Raise naming the missing column, the columns found and the ones expected."""
     expected = list(expected)
     missing = [c for c in expected if c not in found]
@@ -381,9 +379,7 @@ def read_token_lines(
     return tokens, lines_out, table
 
 
-def read_csv(
-    path: Path, *, sep: str = ",", encoding: str = "utf-8", on_bad_rows: OnBadRows = "error"
-) -> Table:
+def read_csv(path: Path, *, sep: str = ",", encoding: str = "utf-8", on_bad_rows: OnBadRows = "error") -> Table:
     """Read a CSV file with a header line and standard double-quote quoting (values may hold ``sep``
     or newlines inside quotes). All columns are read as strings."""
     raw = read_bytes(path)
@@ -408,9 +404,7 @@ def read_csv(
         arrow = pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
-            parse_options=pacsv.ParseOptions(
-                delimiter=sep, newlines_in_values=True, invalid_row_handler=on_invalid
-            ),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()),
                 strings_can_be_null=False,
@@ -460,9 +454,7 @@ def _read_csv_python(
         for start, record in _csv_records(text, sep):
             if len(record) != n:
                 missing = names[len(record)] if len(record) < n else None
-                message = (
-                    f"expected {n} fields separated by {sep!r} ({', '.join(names)}), found {len(record)}"
-                )
+                message = f"expected {n} fields separated by {sep!r} ({', '.join(names)}), found {len(record)}"
                 if on_bad_rows == "error":
                     raise DataFormatError(message, path=path, line=start, field=missing)
                 where = f"field {missing!r}: " if missing else ""
@@ -523,9 +515,9 @@ def _parse_numbers(arr: pa.Array, kind: NumberKind) -> tuple[np.ndarray, np.ndar
     try:
         floats = np.asarray(pc.cast(arr, pa.float64()), dtype=np.float64)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        floats = pd.to_numeric(
-            pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object), errors="coerce"
-        ).to_numpy(dtype=np.float64, na_value=np.nan)
+        floats = pd.to_numeric(pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
     bad = ~np.isfinite(floats)
     if kind == "float":
         return floats, bad
@@ -587,11 +579,7 @@ def read_json_records(
     if not text.strip():
         raise DataFormatError("empty file: no data rows", path=path)
     schema = pa.schema(list(fields.items()))
-    data = (
-        raw
-        if encoding.replace("-", "").lower() == "utf8" and raw[:3] != b"\xef\xbb\xbf"
-        else (text.encode("utf-8"))
-    )
+    data = raw if encoding.replace("-", "").lower() == "utf8" and raw[:3] != b"\xef\xbb\xbf" else (text.encode("utf-8"))
     try:
         arrow = pajson.read_json(
             io.BytesIO(data),
@@ -685,9 +673,7 @@ def _read_json_python(
             for name in fields:
                 values[name].append(row[name])
     if not lines:
-        raise DataFormatError(
-            "no valid data rows" + (" (all rows were bad)" if table.skipped else ""), path=path
-        )
+        raise DataFormatError("no valid data rows" + (" (all rows were bad)" if table.skipped else ""), path=path)
     columns = {name: pa.array(vals, type=fields[name]) for name, vals in values.items()}
     table.set_rows(columns, np.asarray(lines, dtype=np.int64))
     return table
@@ -700,9 +686,7 @@ def emit(notes: list[str]) -> list[str]:
     return notes
 
 
-def events_from(
-    table: Table, user: str, item: str, timestamp: str, rating: str | None = None
-) -> pd.DataFrame:
+def events_from(table: Table, user: str, item: str, timestamp: str, rating: str | None = None) -> pd.DataFrame:
     """An events frame (user, item, timestamp[, rating]) from string columns of ``table``.
 
     Timestamps are integers or ISO 8601 dates/datetimes (Unix seconds; UTC unless an offset is given)."""
@@ -710,9 +694,7 @@ def events_from(
     if rating is not None:
         kinds[rating] = "float"
     nums = numbers(table, kinds)
-    events = pd.DataFrame(
-        {"user": strings(table, user), "item": strings(table, item), "timestamp": nums[timestamp]}
-    )
+    events = pd.DataFrame({"user": strings(table, user), "item": strings(table, item), "timestamp": nums[timestamp]})
     if rating is not None:
         events["rating"] = nums[rating]
     return events

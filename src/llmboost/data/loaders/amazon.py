@@ -130,9 +130,7 @@ def _index_map(path: Path, key: str, encoding: str) -> pd.Series:
         dup = pd.Series(values).duplicated().to_numpy()
         if dup.any():
             row = int(np.flatnonzero(dup)[0])
-            raise DataFormatError(
-                f"duplicate value {values[row]!r}", path=path, line=table.line(row), field=field_name
-            )
+            raise DataFormatError(f"duplicate value {values[row]!r}", path=path, line=table.line(row), field=field_name)
     return pd.Series(ids, index=pd.Index(index.astype(str)))
 
 
@@ -231,8 +229,7 @@ def load_amazon_unisrec(
     notes = []
     if broken:
         notes.append(
-            f"{stem}: {broken} users' rows do not chain into one sequence; used their longest "
-            "history + target"
+            f"{stem}: {broken} users' rows do not chain into one sequence; used their longest history + target"
         )
 
     item_meta = None

@@ -60,16 +60,12 @@ def recbole_inter_file(path: str | Path) -> Path:
     return candidates[0]
 
 
-def read_atomic(
-    path: Path, *, encoding: str = "utf-8", on_bad_rows: str = "error"
-) -> tuple[Table, dict[str, str]]:
+def read_atomic(path: Path, *, encoding: str = "utf-8", on_bad_rows: str = "error") -> tuple[Table, dict[str, str]]:
     """Read a RecBole atomic file; columns are keyed by the field name without its ``:type``.
 
     Returns the table and each field's declared type.
     """
-    table = read_delimited(
-        path, sep="\t", header=True, encoding=encoding, on_bad_rows=check_mode(on_bad_rows)
-    )
+    table = read_delimited(path, sep="\t", header=True, encoding=encoding, on_bad_rows=check_mode(on_bad_rows))
     types: dict[str, str] = {}
     for raw in table.header or []:
         fname, _, ftype = raw.partition(":")
@@ -110,9 +106,7 @@ def load_recbole(
     rating = "rating" if "rating" in inter.columns else None
     events = events_from(inter, "user_id", "item_id", "timestamp", rating)
     tables = [inter]
-    notes = (
-        [] if has_time else [f"{inter_path.name}: no timestamp field; used each row's position in the file"]
-    )
+    notes = [] if has_time else [f"{inter_path.name}: no timestamp field; used each row's position in the file"]
 
     item_meta = user_meta = None
     item_path, user_path = inter_path.with_name(stem + ".item"), inter_path.with_name(stem + ".user")
@@ -154,9 +148,7 @@ def _default_sep(path: Path) -> str:
     return "\t" if suffixes and suffixes[-1] in (".tsv", ".tab", ".txt") else ","
 
 
-def read_table(
-    path: Path, *, sep: str | None = None, encoding: str = "utf-8", on_bad_rows: str = "error"
-) -> Table:
+def read_table(path: Path, *, sep: str | None = None, encoding: str = "utf-8", on_bad_rows: str = "error") -> Table:
     """Read a CSV / TSV (header line, quoting allowed) or Parquet file as string columns.
 
     For Parquet the ``line`` of an error is the 1-based row number.
@@ -268,7 +260,12 @@ def find_column(header: Sequence[str], role: str) -> str | None:
 
 
 def resolve_columns(
-    header: Sequence[str], path: Path, *, user: str | None, item: str | None, timestamp: str | None,
+    header: Sequence[str],
+    path: Path,
+    *,
+    user: str | None,
+    item: str | None,
+    timestamp: str | None,
     rating: str | None,
 ) -> dict[str, str | None]:
     """The source column of each role: given names are checked, :data:`AUTO` (or ``None`` for user and
@@ -333,9 +330,7 @@ def load_table(
     mode = check_mode(on_bad_rows)
     path = Path(path)
     table = read_table(path, sep=sep, encoding=encoding, on_bad_rows=mode)
-    columns = resolve_columns(
-        table.names, path, user=user, item=item, timestamp=timestamp, rating=rating
-    )
+    columns = resolve_columns(table.names, path, user=user, item=item, timestamp=timestamp, rating=rating)
     user, item = columns["user"], columns["item"]
     assert user is not None and item is not None
     notes: list[str] = []

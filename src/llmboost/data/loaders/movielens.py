@@ -160,9 +160,7 @@ def load_movielens_1m(
             {
                 "gender": strings(users, "Gender"),
                 "age": nums["Age"],
-                "occupation": np.where(
-                    known, occupation[np.clip(codes, 0, len(occupation) - 1)], codes.astype(str)
-                ),
+                "occupation": np.where(known, occupation[np.clip(codes, 0, len(occupation) - 1)], codes.astype(str)),
                 "zip_code": strings(users, "Zip-code"),
             },
             index=pd.Index(strings(users, "UserID"), name="user"),

@@ -45,5 +45,9 @@ def ids(folder: str) -> None:
     from llmboost.methods.cemg.semantic_ids import SemanticIDs
 
     table = SemanticIDs.load(folder)
-    click.echo(json.dumps({"fingerprint": table.fingerprint(), "items": table.n_items, "sizes": table.sizes,
-                           "stats": table.stats}, indent=2))
+    click.echo(
+        json.dumps(
+            {"fingerprint": table.fingerprint(), "items": table.n_items, "sizes": table.sizes, "stats": table.stats},
+            indent=2,
+        )
+    )

@@ -122,8 +122,9 @@ def preset(name: str) -> CEMGConfig:
             "../shared/datasets/amazon-scientific",
             "../shared/datasets/movielens-100k",
         ]
-        config.generator = GeneratorConfig(d_model=128, layers=4, heads=4, epochs=200, patience=10,
-                                           targets_per_user=None, valid_users=None)
+        config.generator = GeneratorConfig(
+            d_model=128, layers=4, heads=4, epochs=200, patience=10, targets_per_user=None, valid_users=None
+        )
         config.rqvae.epochs = 3000
         config.fusion.epochs = 200
         config.sasrec_params = {"epochs": 200}
@@ -152,8 +153,20 @@ def preset(name: str) -> CEMGConfig:
     config.variants = ["sasrec", "tiger", "cemg"]
     config.rqvae = RQVAEConfig(codebook_size=32, epochs=40, hidden=[128], latent_dim=16, max_dedup=64)
     config.fusion.epochs = 15
-    config.generator = GeneratorConfig(d_model=64, layers=1, heads=2, ff=128, dropout=0.0, epochs=3, lr=2e-3,
-                                       patience=2, max_history=10, targets_per_user=5, valid_users=300, beam=20)
+    config.generator = GeneratorConfig(
+        d_model=64,
+        layers=1,
+        heads=2,
+        ff=128,
+        dropout=0.0,
+        epochs=3,
+        lr=2e-3,
+        patience=2,
+        max_history=10,
+        targets_per_user=5,
+        valid_users=300,
+        beam=20,
+    )
     quick_sasrec = {"epochs": 8, "patience": 3, "hidden": 32, "max_len": 30, "lr": 4e-3, "batch_size": 256}
     config.sasrec_params = dict(quick_sasrec)
     config.features.collab_params = dict(quick_sasrec)  # = the SASRec baseline: trained once per seed

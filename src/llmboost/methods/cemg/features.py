@@ -73,8 +73,7 @@ class ItemFeatures:
         for name in ("text", "llm", "visual"):
             m = self.content.get(name)
             out[name] = (
-                {"dim": m.dim, "coverage": float(m.present.mean()), "source": m.source}
-                if m is not None else "absent"
+                {"dim": m.dim, "coverage": float(m.present.mean()), "source": m.source} if m is not None else "absent"
             )
         for name, m in self.content.items():
             if name not in out:
@@ -95,8 +94,10 @@ def item_texts(dataset: Dataset, fields: Sequence[str] = ("title",)) -> list[str
     lacks are skipped with a warning (the CPU preset asks for genres, which only MovieLens has)."""
     have = [f for f in fields if f in dataset.item_meta.columns]
     if not have:
-        raise ValueError(f"none of the text fields {list(fields)} is in dataset {dataset.name}; "
-                         f"it has {list(dataset.item_meta.columns)}")
+        raise ValueError(
+            f"none of the text fields {list(fields)} is in dataset {dataset.name}; "
+            f"it has {list(dataset.item_meta.columns)}"
+        )
     if len(have) < len(fields):
         logger.warning("%s: text fields %s absent, using %s", dataset.name, sorted(set(fields) - set(have)), have)
     return dataset.item_text(have).texts
@@ -112,8 +113,9 @@ def text_modality(
     values = np.zeros((len(texts), 1), dtype=np.float32)
     if present.any():
         kwargs = {"cache_dir": cache_dir} if cache_dir else {}
-        encoded = encode_texts([t for t, p in zip(texts, present, strict=True) if p], model=model,
-                               progress=progress, **kwargs)
+        encoded = encode_texts(
+            [t for t, p in zip(texts, present, strict=True) if p], model=model, progress=progress, **kwargs
+        )
         values = np.zeros((len(texts), encoded.shape[1]), dtype=np.float32)
         values[present] = encoded
     if (~present).any():
@@ -173,8 +175,11 @@ def load_feature_file(
         ids = pd.Series([str(i) for i in blob["ids"]])
         matrix = np.asarray(blob["features"], dtype=np.float32)
     elif suffix in (".parquet", ".pq", ".csv", ".tsv"):
-        frame = (pd.read_parquet(path) if suffix in (".parquet", ".pq")
-                 else pd.read_csv(path, sep="\t" if suffix == ".tsv" else ","))
+        frame = (
+            pd.read_parquet(path)
+            if suffix in (".parquet", ".pq")
+            else pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        )
         if id_column not in frame.columns:
             raise FeatureFileError(f"{path}: no id column {id_column!r}; columns are {list(frame.columns)[:10]}")
         ids = frame.pop(id_column).astype(str).reset_index(drop=True)
@@ -208,8 +213,13 @@ def load_feature_file(
     values[position] = matrix
     present[position] = True
     if (~present).any():
-        logger.warning("%s: %d of %d items have no %s features (modality missing for them)",
-                       path, int((~present).sum()), len(known), name)
+        logger.warning(
+            "%s: %d of %d items have no %s features (modality missing for them)",
+            path,
+            int((~present).sum()),
+            len(known),
+            name,
+        )
     return Modality(name, values, present, source=str(path))
 
 
@@ -219,8 +229,9 @@ def _matrix_from_frame(frame: pd.DataFrame, path: Path) -> np.ndarray:
         lengths = frame[column].map(len)
         if lengths.nunique() != 1:
             row = int(np.flatnonzero(lengths.to_numpy() != lengths.iloc[0])[0])
-            raise FeatureFileError(f"{path}: row {row} field {column!r} has {lengths.iloc[row]} values, "
-                                   f"row 0 has {lengths.iloc[0]}")
+            raise FeatureFileError(
+                f"{path}: row {row} field {column!r} has {lengths.iloc[row]} values, row 0 has {lengths.iloc[0]}"
+            )
         return np.stack(frame[column].to_numpy()).astype(np.float32)
     numeric = frame.apply(pd.to_numeric, errors="coerce")
     bad = numeric.isna() & frame.notna()

@@ -43,8 +43,9 @@ class FusionNetwork(nn.Module):
         self.inject = inject and guided
         self.project = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, dim), nn.LayerNorm(dim)) for m, d in dims.items()})
         self.key = nn.Linear(dim, dim, bias=False)
-        self.decode = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, d))
-                                     for m, d in dims.items()})
+        self.decode = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, d)) for m, d in dims.items()}
+        )
         if guided:
             self.query = nn.Linear(collab_dim, dim, bias=False)
             self.gate = nn.ModuleDict({m: nn.Linear(collab_dim, dim) for m in dims})
@@ -118,8 +119,11 @@ class CollaborativeGuidedFusion:
             raise ValueError("collaborative guidance needs collaborative item embeddings (features.collaborative)")
         no_content = features.items_without_content()
         if no_content.any():
-            logger.warning("%d items have no content modality: their fused vector comes from the collaborative "
-                           "embedding only (zero content)", int(no_content.sum()))
+            logger.warning(
+                "%d items have no content modality: their fused vector comes from the collaborative "
+                "embedding only (zero content)",
+                int(no_content.sum()),
+            )
         torch.manual_seed(self.seed)
         content, present, collab = self._tensors(features)
         dims = {m: v.shape[1] for m, v in content.items()}

@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 class Seq2SeqNetwork(nn.Module):
     """Encoder-decoder over code tokens; the output at decoder step ``l`` scores level ``l``'s codes."""
 
-    def __init__(self, sizes: list[int], max_history: int, d_model: int, layers: int, heads: int, ff: int,
-                 dropout: float) -> None:
+    def __init__(
+        self, sizes: list[int], max_history: int, d_model: int, layers: int, heads: int, ff: int, dropout: float
+    ) -> None:
         super().__init__()
         self.sizes = list(sizes)
         self.levels = len(sizes)
@@ -46,8 +47,9 @@ class Seq2SeqNetwork(nn.Module):
         self.level = nn.Embedding(self.levels + 1, d_model)
         with warnings.catch_warnings():  # nested tensors do not apply to pre-norm layers; torch says so loudly
             warnings.simplefilter("ignore", UserWarning)
-            self.transformer = nn.Transformer(d_model, heads, layers, layers, ff, dropout, batch_first=True,
-                                              norm_first=True)
+            self.transformer = nn.Transformer(
+                d_model, heads, layers, layers, ff, dropout, batch_first=True, norm_first=True
+            )
         self.head = nn.Linear(d_model, vocab - 1)
         level_of_column = np.repeat(np.arange(self.levels), sizes)
         self.register_buffer("column_level", torch.from_numpy(level_of_column), persistent=False)
@@ -74,7 +76,6 @@ class Seq2SeqNetwork(nn.Module):
         out = self.transformer.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=pad, tgt_is_causal=True)
         return self.head(out)
 
-
     def _decoder_input(self, prefix: torch.Tensor) -> torch.Tensor:
         """Embeddings of BOS + ``prefix`` tokens (..., T) -> (..., T+1, d), as in :meth:`decode`."""
         bos = torch.zeros(*prefix.shape[:-1], 1, dtype=torch.long, device=prefix.device)
@@ -96,8 +97,14 @@ class Seq2SeqNetwork(nn.Module):
             cache.append(tuple(_heads(x, h) for x in (k, v)))
         return cache  # type: ignore[return-value]
 
-    def decode_step(self, cross: list[tuple[torch.Tensor, torch.Tensor]], pad: torch.Tensor, token: torch.Tensor,
-                    step: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None) -> tuple[torch.Tensor, list]:
+    def decode_step(
+        self,
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+        pad: torch.Tensor,
+        token: torch.Tensor,
+        step: int,
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    ) -> tuple[torch.Tensor, list]:
         """One incremental decoder step for every beam: ``token`` (B, beams) is the token at position
         ``step`` (BOS = 0 at step 0); returns next-code logits (B, beams, V) and the self-attention
         key/value cache extended by this position. Equal to :meth:`decode` in eval mode, but each step
@@ -185,8 +192,9 @@ class GenerativeRecommender(Recommender):
             raise ValueError(f"codes must be (n_items, {len(self.sizes)}), got {self.codes.shape}")
         self.trie_ = SemanticIDTrie(self.codes)
         offsets = np.r_[0, np.cumsum(self.sizes)[:-1]]
-        self._tokens = torch.from_numpy(np.vstack([np.zeros((1, len(sizes)), dtype=np.int64),
-                                                   1 + offsets + self.codes]))  # row 0 = padding item
+        self._tokens = torch.from_numpy(
+            np.vstack([np.zeros((1, len(sizes)), dtype=np.int64), 1 + offsets + self.codes])
+        )  # row 0 = padding item
 
     # ------------------------------------------------------------------ data
     def _history_tokens(self, history: np.ndarray) -> torch.Tensor:
@@ -221,8 +229,9 @@ class GenerativeRecommender(Recommender):
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.train_ = train
-        self.network_ = Seq2SeqNetwork(self.sizes, self.max_history, self.d_model, self.layers, self.heads,
-                                       self.ff, self.dropout)
+        self.network_ = Seq2SeqNetwork(
+            self.sizes, self.max_history, self.d_model, self.layers, self.heads, self.ff, self.dropout
+        )
         histories, targets = self._windows(train)
         optimizer = torch.optim.AdamW(self.network_.parameters(), lr=self.lr, weight_decay=0.01)
         valid_users = None
@@ -353,8 +362,9 @@ class GenerativeRecommender(Recommender):
                 out_scores[start + row, : len(chosen)] = scores[row, chosen]
         return out_items, out_scores
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None,
-              history: Interactions | None = None) -> torch.Tensor:
+    def score(
+        self, users: np.ndarray, items: np.ndarray | None = None, history: Interactions | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError("a generative recommender returns ranked lists only (ranks_only); use recommend")
 
     # ------------------------------------------------------------------ persistence
@@ -367,8 +377,15 @@ class GenerativeRecommender(Recommender):
         table = SemanticIDs(self.codes, self.sizes)
         table.save(path)
         params = {k: v for k, v in self.get_params().items() if k not in ("codes", "sizes")}
-        torch.save({"params": params, "network": self.network_.state_dict(), "train": self._state(),
-                    "id_fingerprint": table.fingerprint()}, path / "generator.pt")
+        torch.save(
+            {
+                "params": params,
+                "network": self.network_.state_dict(),
+                "train": self._state(),
+                "id_fingerprint": table.fingerprint(),
+            },
+            path / "generator.pt",
+        )
         (path / "generator.json").write_text(json.dumps({"params": params, "id_fingerprint": table.fingerprint()}))
         return path
 
@@ -383,8 +400,9 @@ class GenerativeRecommender(Recommender):
             raise ValueError(f"{path}: generator was trained on a different ID table")
         model = cls(table.codes, table.sizes, **blob["params"])
         model._load_state(blob["train"])
-        model.network_ = Seq2SeqNetwork(model.sizes, model.max_history, model.d_model, model.layers, model.heads,
-                                        model.ff, model.dropout)
+        model.network_ = Seq2SeqNetwork(
+            model.sizes, model.max_history, model.d_model, model.layers, model.heads, model.ff, model.dropout
+        )
         model.network_.load_state_dict(blob["network"])
         model.network_.eval()
         return model

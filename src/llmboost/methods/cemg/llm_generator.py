@@ -189,14 +189,30 @@ class LLMGenerativeRecommender(Recommender):
         if not pairs:
             raise ValueError("no training examples: every user has fewer than 2 training items")
         chosen = rng.permutation(len(pairs))[: self.examples]
-        return [TextExample(SEMANTIC_ID_NEXT, self._fields(pairs[i][0]), self._item_text(np.array([pairs[i][1]])),
-                            "cemg_next_id") for i in chosen]
+        return [
+            TextExample(
+                SEMANTIC_ID_NEXT, self._fields(pairs[i][0]), self._item_text(np.array([pairs[i][1]])), "cemg_next_id"
+            )
+            for i in chosen
+        ]
 
     def _key(self, train: Interactions) -> str:
-        params = {k: v for k, v in self.get_params().items() if k not in ("codes", "progress", "output_dir",
-                                                                          "generation_batch")}
-        blob = json.dumps([params, hashlib.sha256(self.codes.tobytes()).hexdigest(), len(train),
-                           int(train.items.sum()), SEMANTIC_ID_NEXT.fingerprint], sort_keys=True, default=str)
+        params = {
+            k: v
+            for k, v in self.get_params().items()
+            if k not in ("codes", "progress", "output_dir", "generation_batch")
+        }
+        blob = json.dumps(
+            [
+                params,
+                hashlib.sha256(self.codes.tobytes()).hexdigest(),
+                len(train),
+                int(train.items.sum()),
+                SEMANTIC_ID_NEXT.fingerprint,
+            ],
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ training
@@ -217,14 +233,36 @@ class LLMGenerativeRecommender(Recommender):
             logger.info("cemg_llm: reusing the fine-tuned model in %s", out)
         else:
             examples = self.training_examples(train, np.random.default_rng(self.seed))
-            finetune(self.model, examples, out, method=self.method, r=self.lora_r, epochs=self.epochs, lr=self.lr,
-                     batch_tokens=self.batch_tokens, seed=self.seed, precision="fp32", log_every=0,
-                     new_tokens=self.new_tokens, pack_length=256)
+            finetune(
+                self.model,
+                examples,
+                out,
+                method=self.method,
+                r=self.lora_r,
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_tokens=self.batch_tokens,
+                seed=self.seed,
+                precision="fp32",
+                log_every=0,
+                new_tokens=self.new_tokens,
+                pack_length=256,
+            )
             marker.write_text(json.dumps({"key": key, "model": self.model, "method": self.method}))
         log = read_training_log(out)
         self.history_ = [{"epoch": e, "loss": loss} for e, loss in enumerate(log["epoch_losses"])]
-        self.training_log_ = {k: log.get(k) for k in ("method", "steps", "examples", "trainable_params",
-                                                      "train_seconds", "tokens_per_s", "epoch_losses")}
+        self.training_log_ = {
+            k: log.get(k)
+            for k in (
+                "method",
+                "steps",
+                "examples",
+                "trainable_params",
+                "train_seconds",
+                "tokens_per_s",
+                "epoch_losses",
+            )
+        }
         self.load(out)
         self.fit_seconds_ = time.perf_counter() - started
         return self
@@ -252,16 +290,28 @@ class LLMGenerativeRecommender(Recommender):
         beam = beam or self.beam
         levels = len(self.sizes)
         prompts = [SEMANTIC_ID_NEXT.prompt(self.llm_.tokenizer, **self._fields(h)) for h in histories]
-        out = self.llm_.generate_ids(prompts, max_new_tokens=levels, num_beams=beam, num_return_sequences=beam,
-                                     logits_processor=self.processor_, eos_token_id=self.eos_id_)
+        out = self.llm_.generate_ids(
+            prompts,
+            max_new_tokens=levels,
+            num_beams=beam,
+            num_return_sequences=beam,
+            logits_processor=self.processor_,
+            eos_token_id=self.eos_id_,
+        )
         items = np.full((len(prompts), beam), -1, dtype=np.int64)
         for b, sequences in enumerate(out):
             for r, seq in enumerate(sequences[:beam]):
                 items[b, r] = self.item_of_tokens_.get(tuple(seq[:levels]), -1)
         return items
 
-    def recommend(self, users: np.ndarray, k: int = 10, exclude_seen: bool = True,
-                  history: Interactions | None = None, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int = 10,
+        exclude_seen: bool = True,
+        history: Interactions | None = None,
+        batch_size: int = 8,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` generated items per user (beam order; -1 padding), seen items dropped."""
         history = self.train_ if history is None else history
         users = np.asarray(users, dtype=np.int64)
@@ -279,6 +329,7 @@ class LLMGenerativeRecommender(Recommender):
         scores = np.where(out >= 0, -np.arange(k, dtype=np.float32)[None], -np.inf).astype(np.float32)
         return out, scores
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None,
-              history: Interactions | None = None) -> torch.Tensor:
+    def score(
+        self, users: np.ndarray, items: np.ndarray | None = None, history: Interactions | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError("a generative recommender returns ranked lists only (ranks_only); use recommend")

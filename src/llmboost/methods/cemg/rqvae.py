@@ -131,8 +131,14 @@ class RQVAE:
                 total["loss"] += float(loss.detach()) * len(batch)
                 total["reconstruction"] += float(recon.detach()) * len(batch)
             restarted = self._restart(data, used, generator) if self.restart_dead and epoch < self.epochs - 1 else 0
-            self.history_.append({"epoch": epoch, **{k: v / len(data) for k, v in total.items()},
-                                  "dead_restarted": restarted, "used_codes": int(used.sum())})
+            self.history_.append(
+                {
+                    "epoch": epoch,
+                    **{k: v / len(data) for k, v in total.items()},
+                    "dead_restarted": restarted,
+                    "used_codes": int(used.sum()),
+                }
+            )
         self.network_.eval()
         self.fit_seconds_ = time.perf_counter() - started
         return self
@@ -177,10 +183,27 @@ class RQVAE:
         return float(F.mse_loss(self.network_.decoder(quantized), data, reduction="sum") / len(data))
 
     def state(self) -> dict[str, object]:
-        return {"params": {k: getattr(self, k) for k in ("levels", "codebook_size", "latent_dim", "hidden", "epochs",
-                                                          "batch_size", "lr", "beta", "kmeans_init", "restart_dead",
-                                                          "seed")},
-                "network": self.network_.state_dict(), "mean": self.mean_, "scale": self.scale_}
+        return {
+            "params": {
+                k: getattr(self, k)
+                for k in (
+                    "levels",
+                    "codebook_size",
+                    "latent_dim",
+                    "hidden",
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "beta",
+                    "kmeans_init",
+                    "restart_dead",
+                    "seed",
+                )
+            },
+            "network": self.network_.state_dict(),
+            "mean": self.mean_,
+            "scale": self.scale_,
+        }
 
 
 def _kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:

@@ -41,14 +41,16 @@ def codebook_stats(codes: np.ndarray, codebook_size: int) -> dict[str, Any]:
         counts = np.bincount(codes[:, level], minlength=codebook_size)
         p = counts[counts > 0] / n
         entropy = float(-(p * np.log2(p)).sum())
-        per_level.append({
-            "level": level,
-            "used": int((counts > 0).sum()),
-            "utilisation": float((counts > 0).mean()),
-            "entropy_bits": entropy,
-            "normalised_entropy": entropy / np.log2(codebook_size),
-            "largest_share": float(counts.max() / n),
-        })
+        per_level.append(
+            {
+                "level": level,
+                "used": int((counts > 0).sum()),
+                "utilisation": float((counts > 0).mean()),
+                "entropy_bits": entropy,
+                "normalised_entropy": entropy / np.log2(codebook_size),
+                "largest_share": float(counts.max() / n),
+            }
+        )
     _, inverse, group_sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     shared = group_sizes[inverse.reshape(-1)] > 1
     reasons = [f"level {s['level']} uses one code" for s in per_level if s["used"] <= 1 and n > 1]
@@ -101,8 +103,14 @@ class SemanticIDs:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, raw_codes: np.ndarray, codebook_size: int, max_dedup: int = 256,
-              item_ids: list[str] | None = None, meta: dict[str, Any] | None = None) -> SemanticIDs:
+    def build(
+        cls,
+        raw_codes: np.ndarray,
+        codebook_size: int,
+        max_dedup: int = 256,
+        item_ids: list[str] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> SemanticIDs:
         """Statistics on the raw codes, then de-duplication; warns when the codebook is collapsed."""
         stats = codebook_stats(raw_codes, codebook_size)
         if stats["collapsed"]:
@@ -139,8 +147,14 @@ class SemanticIDs:
         if self.item_ids is not None:
             frame.insert(1, "item_id", [str(i) for i in self.item_ids])
         frame.to_parquet(folder / "semantic_ids.parquet", index=False)
-        meta = {"format_version": FORMAT_VERSION, "fingerprint": self.fingerprint(), "sizes": self.sizes,
-                "n_items": self.n_items, "stats": self.stats, "meta": self.meta}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": self.fingerprint(),
+            "sizes": self.sizes,
+            "n_items": self.n_items,
+            "stats": self.stats,
+            "meta": self.meta,
+        }
         (folder / "semantic_ids.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder
 

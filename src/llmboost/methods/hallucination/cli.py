@@ -15,8 +15,13 @@ def hallucination() -> None:
 @hallucination.command("run")
 @click.argument("config", required=False)
 @click.argument("overrides", nargs=-1)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default runs/hallucination-<preset>).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default runs/hallucination-<preset>).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def run(config: str | None, overrides: tuple[str, ...], out_dir: Path | None, no_progress: bool) -> None:
     """Run (or resume) the experiment. CONFIG is a preset (quick, cpu, full) or a YAML/TOML file; then key=value

@@ -101,15 +101,17 @@ def geonames_qa(kinds: Sequence[str] = KINDS, min_city_population: int = 1_000_0
             cap = c["capital"]
             country_key = name.lower()
             alts = {
-                a for a in by_country_name.get((iso, cap), [])
+                a
+                for a in by_country_name.get((iso, cap), [])
                 if len(a) >= 4 and a != cap and a.lower() not in country_key and country_key not in a.lower()
             }
             aliases = [cap, *sorted(alts)][:12]
             items.append(QAItem(f"capital:{iso}", QUESTION["capital"].format(name), tuple(aliases), "capital"))
         if "continent" in kinds and c.get("continentcode") in CONTINENTS:
             items.append(
-                QAItem(f"continent:{iso}", QUESTION["continent"].format(name), CONTINENTS[c["continentcode"]],
-                       "continent")
+                QAItem(
+                    f"continent:{iso}", QUESTION["continent"].format(name), CONTINENTS[c["continentcode"]], "continent"
+                )
             )
         if "currency" in kinds and c.get("currencyname"):
             answers = (c["currencyname"], c["currencycode"])
@@ -125,8 +127,7 @@ def geonames_qa(kinds: Sequence[str] = KINDS, min_city_population: int = 1_000_0
             if country is None:
                 continue
             answers = (country["name"], *COUNTRY_ALIASES.get(country["name"], ()))
-            items.append(QAItem(f"city:{gid}", QUESTION["city_country"].format(city["name"]), answers,
-                                "city_country"))
+            items.append(QAItem(f"city:{gid}", QUESTION["city_country"].format(city["name"]), answers, "city_country"))
     return items
 
 
@@ -255,8 +256,9 @@ def load_crag_mm(path: str | Path, limit: int | None = None) -> list[CragSession
         else:
             turns_list = _as_list(turns_raw)
             queries = [t.get("query") if isinstance(t, dict) else None for t in turns_list]
-            ids = [t.get("interaction_id", f"{sid}-{i}") if isinstance(t, dict) else None
-                   for i, t in enumerate(turns_list)]
+            ids = [
+                t.get("interaction_id", f"{sid}-{i}") if isinstance(t, dict) else None for i, t in enumerate(turns_list)
+            ]
             extra = {}
         if isinstance(answers_raw, dict):
             answers = _as_list(answers_raw.get("ans_full", answers_raw.get("answer", [])))
@@ -287,8 +289,15 @@ def crag_items(sessions: Sequence[CragSession]) -> list[QAItem]:
     for s in sessions:
         history: list[tuple[str, str]] = []
         for k, t in enumerate(s.turns):
-            items.append(QAItem(t.interaction_id, t.query, (t.answer,), "crag_mm",
-                                {"session_id": s.session_id, "turn": k, "image": s.image, "history": tuple(history)}))
+            items.append(
+                QAItem(
+                    t.interaction_id,
+                    t.query,
+                    (t.answer,),
+                    "crag_mm",
+                    {"session_id": s.session_id, "turn": k, "image": s.image, "history": tuple(history)},
+                )
+            )
             history.append((t.query, t.answer))
     return items
 
@@ -333,15 +342,16 @@ def multi_turn_truthfulness(
     by_session: dict[str, list[tuple[int, str]]] = {}
     for i, (o, s) in enumerate(zip(outcomes, sessions, strict=True)):
         by_session.setdefault(s, []).append((i if turns is None else int(turns[i]), o))
-    return float(sum(conversation_score([o for _, o in sorted(v)], stop_after) for v in by_session.values())
-                 / len(by_session))
+    return float(
+        sum(conversation_score([o for _, o in sorted(v)], stop_after) for v in by_session.values()) / len(by_session)
+    )
 
 
 # ------------------------------------------------------------------------------------------------- prompts
 def few_shot_prompt(item: QAItem, shots: Sequence[QAItem], idk: bool = False) -> str:
     """A plain completion prompt: a few solved questions, then this one (``idk``: an instruction to answer
     "I don't know" when unsure, the prompting baseline). A multi-turn item's earlier turns come right before it."""
-    head = "Answer each question with a short answer. If you are not sure, answer \"I don't know\".\n\n" if idk else ""
+    head = 'Answer each question with a short answer. If you are not sure, answer "I don\'t know".\n\n' if idk else ""
     body = "".join(f"Q: {s.question}\nA: {s.answers[0]}\n\n" for s in shots)
     # a CRAG-MM follow-up turn: the conversation so far (with the gold answers, so every turn can be generated
     # in one batch; the organisers' evaluator feeds the system's own earlier answers instead)

@@ -51,8 +51,9 @@ class Probe:
         steps = [StandardScaler()]
         if self.pca_variance is not None and X.shape[1] > 1:
             n_max = min(X.shape) - 1
-            steps.append(PCA(n_components=self.pca_variance if n_max > 1 else 1, svd_solver="full",
-                             random_state=self.seed))
+            steps.append(
+                PCA(n_components=self.pca_variance if n_max > 1 else 1, svd_solver="full", random_state=self.seed)
+            )
         steps.append(LogisticRegression(C=self.C, max_iter=self.max_iter))
         self.pipeline_ = make_pipeline(*steps)
         self.pipeline_.fit(X, y)

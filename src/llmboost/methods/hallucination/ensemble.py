@@ -60,8 +60,12 @@ class StackedProbes:
         fastest per answer among 1-16)."""
         n = hidden.shape[0]
         if n > chunk:
-            return np.concatenate([self.logits(hidden[i : i + chunk], None if heads is None else heads[i : i + chunk])
-                                   for i in range(0, n, chunk)])
+            return np.concatenate(
+                [
+                    self.logits(hidden[i : i + chunk], None if heads is None else heads[i : i + chunk])
+                    for i in range(0, n, chunk)
+                ]
+            )
         parts = []
         if len(self.layer_rows):
             # [L, n, d] @ [L, d, 1] -> [L, n], in float64 like scikit-learn (hidden states reach the hundreds:
@@ -178,8 +182,12 @@ class DetectorEnsemble:
                 w_head[layer * hh + h], b_head[layer * hh + h] = probe.coef_, probe.intercept_
         head_rows = sorted(layer * sig["heads"][1] + h for layer, h in heads) if heads else []
         return StackedProbes(
-            w_layer, b_layer, np.asarray(sorted(layers), dtype=np.intp),
-            w_head, b_head, np.asarray(head_rows, dtype=np.intp),
+            w_layer,
+            b_layer,
+            np.asarray(sorted(layers), dtype=np.intp),
+            w_head,
+            b_head,
+            np.asarray(head_rows, dtype=np.intp),
         )
 
     # ------------------------------------------------------------------------------------------ persistence
@@ -252,5 +260,10 @@ def tune_threshold(outcomes: Sequence[str], p: np.ndarray) -> float:
 
 
 __all__ = [
-    "DetectorEnsemble", "FeatureShapeError", "OneClassError", "StackedProbes", "abstain_outcomes", "tune_threshold",
+    "DetectorEnsemble",
+    "FeatureShapeError",
+    "OneClassError",
+    "StackedProbes",
+    "abstain_outcomes",
+    "tune_threshold",
 ]

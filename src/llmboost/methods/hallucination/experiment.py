@@ -53,12 +53,6 @@ LABELS = {
 }
 
 
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------------ questions
 def build_questions(config: HallucinationConfig) -> tuple[list[QAItem], list[str], list[str]]:
     """Evaluated questions with their few-shot prompts and "say I don't know" prompts. Shots come from the same
@@ -116,8 +110,12 @@ def generate_features(
             chunk_texts = json.loads(meta.read_text())["texts"]
         else:
             tr = trace_generation(
-                model, prompts[start : start + CHUNK], max_new_tokens=config.model.max_new_tokens,
-                heads=config.detectors.heads, stop=["\n"], batch_size=config.model.batch_size,
+                model,
+                prompts[start : start + CHUNK],
+                max_new_tokens=config.model.max_new_tokens,
+                heads=config.detectors.heads,
+                stop=["\n"],
+                batch_size=config.model.batch_size,
             )
             feats = Features.from_trace(tr)
             chunk_texts = tr.texts
@@ -127,7 +125,9 @@ def generate_features(
         texts += chunk_texts
     heads = None if parts[0].heads is None else np.concatenate([p.heads for p in parts])  # type: ignore[misc]
     return Features(
-        np.concatenate([p.hidden for p in parts]), heads, np.concatenate([p.mean_logprob for p in parts]),
+        np.concatenate([p.hidden for p in parts]),
+        heads,
+        np.concatenate([p.mean_logprob for p in parts]),
         np.concatenate([p.n_tokens for p in parts]),
     ), texts
 
@@ -136,8 +136,7 @@ def generate_idk(model: Any, prompts: list[str], config: HallucinationConfig, pa
     """Stage 2: answers to the "say I don't know" prompts (plain greedy generation, resumable by chunk)."""
     done: list[str] = json.loads(path.read_text()) if path.exists() else []
     for start in tqdm(range(len(done), len(prompts), CHUNK), desc="idk prompts", disable=not progress):
-        done += model.generate(prompts[start : start + CHUNK], max_new_tokens=config.model.max_new_tokens,
-                               stop=["\n"])
+        done += model.generate(prompts[start : start + CHUNK], max_new_tokens=config.model.max_new_tokens, stop=["\n"])
         write_json(path, done)
     return done
 
@@ -171,8 +170,13 @@ def split_indices(
 
 
 def run_seed(
-    features: Features, outcomes: list[str], idk_outcomes: list[str] | None, config: HallucinationConfig, seed: int,
-    progress: bool = False, conversations: tuple[list[str], list[int]] | None = None,
+    features: Features,
+    outcomes: list[str],
+    idk_outcomes: list[str] | None,
+    config: HallucinationConfig,
+    seed: int,
+    progress: bool = False,
+    conversations: tuple[list[str], list[int]] | None = None,
 ) -> tuple[dict[str, Any], DetectorEnsemble]:
     """Stage 4 for one random split: fit, select, calibrate, evaluate every method on the test split. With
     ``conversations`` (session id and turn index per question, CRAG-MM multi-turn), splits keep conversations
@@ -198,19 +202,27 @@ def run_seed(
     metrics: dict[str, dict[str, float]] = {"no_abstention": rates(test_out)}
     thresholds: dict[str, float] = {}
     for name in ("logprob", "best_single", "concat_probe", "ensemble"):
-        t = tune_threshold(cal_out, scores_cal[name]) if not (name == "ensemble" and det.abstain_threshold) else float(
-            det.abstain_threshold  # type: ignore[arg-type]
+        t = (
+            tune_threshold(cal_out, scores_cal[name])
+            if not (name == "ensemble" and det.abstain_threshold)
+            else float(
+                det.abstain_threshold  # type: ignore[arg-type]
+            )
         )
         thresholds[name] = t
-        metrics[name] = {**rates(abstain_outcomes(test_out, scores_test[name], t)),
-                         "auroc": auroc(y[te], scores_test[name])}
+        metrics[name] = {
+            **rates(abstain_outcomes(test_out, scores_test[name], t)),
+            "auroc": auroc(y[te], scores_test[name]),
+        }
     metrics["ensemble_paper"] = rates(abstain_outcomes(test_out, scores_test["ensemble"], det.paper_threshold))
     if idk_outcomes is not None:
         metrics["idk_prompt"] = rates([idk_outcomes[i] for i in te])
     if conversations is not None:
         sess, turn = [conversations[0][i] for i in te], [conversations[1][i] for i in te]
-        after = {"no_abstention": test_out, "ensemble_paper": abstain_outcomes(test_out, scores_test["ensemble"],
-                                                                                det.paper_threshold)}
+        after = {
+            "no_abstention": test_out,
+            "ensemble_paper": abstain_outcomes(test_out, scores_test["ensemble"], det.paper_threshold),
+        }
         after |= {m: abstain_outcomes(test_out, scores_test[m], thresholds[m]) for m in thresholds}
         if idk_outcomes is not None:
             after["idk_prompt"] = [idk_outcomes[i] for i in te]
@@ -294,20 +306,37 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
 
             judge = LLMJudge(config.judge_url)
             outcomes = judge.label([i.question for i in items], texts, [i.answers for i in items])
-            idk_outcomes = judge.label([i.question for i in items], idk_texts, [i.answers for i in items]) \
-                if idk_texts is not None else None
+            idk_outcomes = (
+                judge.label([i.question for i in items], idk_texts, [i.answers for i in items])
+                if idk_texts is not None
+                else None
+            )
         else:
             outcomes = [label_answer(t, i.answers) for t, i in zip(texts, items, strict=True)]
-            idk_outcomes = [label_answer(t, i.answers) for t, i in zip(idk_texts, items, strict=True)] \
-                if idk_texts is not None else None
+            idk_outcomes = (
+                [label_answer(t, i.answers) for t, i in zip(idk_texts, items, strict=True)]
+                if idk_texts is not None
+                else None
+            )
         labelled = {"outcomes": outcomes, "idk_outcomes": idk_outcomes}
         write_json(label_path, labelled)
     outcomes, idk_outcomes = labelled["outcomes"], labelled["idk_outcomes"]
-    write_json(out_dir / "answers.json", [
-        {"id": i.id, "kind": i.kind, "question": i.question, "gold": i.answers[0], "answer": t, "outcome": o,
-         "idk_answer": None if idk_texts is None else idk_texts[k], "mean_logprob": float(features.mean_logprob[k])}
-        for k, (i, t, o) in enumerate(zip(items, texts, outcomes, strict=True))
-    ])
+    write_json(
+        out_dir / "answers.json",
+        [
+            {
+                "id": i.id,
+                "kind": i.kind,
+                "question": i.question,
+                "gold": i.answers[0],
+                "answer": t,
+                "outcome": o,
+                "idk_answer": None if idk_texts is None else idk_texts[k],
+                "mean_logprob": float(features.mean_logprob[k]),
+            }
+            for k, (i, t, o) in enumerate(zip(items, texts, outcomes, strict=True))
+        ],
+    )
 
     (out_dir / "seeds").mkdir(exist_ok=True)
     conversations = _conversations(items)
@@ -326,8 +355,11 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
         seed_results.append(res)
         if first_ensemble is None:
             first_ensemble = ens
-            ens.save(out_dir / "reliability", model_fp, {"abstain_threshold": ens.abstain_threshold_,
-                                                          "split_seed": seed, "config": as_dict(config)})
+            ens.save(
+                out_dir / "reliability",
+                model_fp,
+                {"abstain_threshold": ens.abstain_threshold_, "split_seed": seed, "config": as_dict(config)},
+            )
     table = aggregate(seed_results)
     n_layers = int(features.hidden.shape[1])
     n_heads = 0 if features.heads is None else int(features.heads.shape[2])
@@ -349,8 +381,10 @@ def run_experiment(config: HallucinationConfig, out_dir: Path, progress: bool = 
             "kept": _mean_std([len(r["kept"]) for r in seed_results]),
             "kept_per_seed": [r["kept"] for r in seed_results],
             "best_single_per_seed": [r["best_single"] for r in seed_results],
-            "test_auroc_mean": {k: float(np.nanmean([r["test_auroc"].get(k, np.nan) for r in seed_results]))
-                                for k in seed_results[0]["test_auroc"]},
+            "test_auroc_mean": {
+                k: float(np.nanmean([r["test_auroc"].get(k, np.nan) for r in seed_results]))
+                for k in seed_results[0]["test_auroc"]
+            },
         },
         "per_seed": [{k: v for k, v in r.items() if k not in ("selection_f1", "test_auroc")} for r in seed_results],
         "n_questions": len(items),
@@ -392,8 +426,12 @@ def _plot(heat: dict[str, np.ndarray], out_dir: Path) -> list[str]:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(12, 6))
     for ax, (name, data, cmap) in zip(
-        axes, [("test AUROC (mean over splits)", heat["auroc"], "viridis"),
-               ("share of splits where kept", heat["kept"], "Greens")], strict=True
+        axes,
+        [
+            ("test AUROC (mean over splits)", heat["auroc"], "viridis"),
+            ("share of splits where kept", heat["kept"], "Greens"),
+        ],
+        strict=True,
     ):
         im = ax.imshow(data, aspect="auto", cmap=cmap, origin="lower")
         ax.set_title(name)
@@ -420,7 +458,7 @@ def render_report(results: dict[str, Any]) -> str:
         "splits "
         f"(seeds {results['seeds']}); {results['seconds']:.0f} s.",
         "",
-        "CRAG-MM truthfulness = mean of +1 (correct), 0 (missing / \"I don't know\"), -1 (hallucinated), on the "
+        'CRAG-MM truthfulness = mean of +1 (correct), 0 (missing / "I don\'t know"), -1 (hallucinated), on the '
         "test split; mean ± std over the splits. Thresholds are tuned for truthfulness on the calibration split.",
         "",
     ]
@@ -438,8 +476,10 @@ def render_report(results: dict[str, Any]) -> str:
         def f(k: str, r: dict[str, dict[str, float]] = r) -> str:
             return "–" if k not in r or math.isnan(r[k]["mean"]) else f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}"
 
-        lines.append(f"| {LABELS[m]} | {f('truthfulness')} | {f('accuracy')} | {f('missing')} | "
-                     f"{f('hallucination')} | {f('auroc')} |" + (f" {f('multi_turn_truthfulness')} |" if multi else ""))
+        lines.append(
+            f"| {LABELS[m]} | {f('truthfulness')} | {f('accuracy')} | {f('missing')} | "
+            f"{f('hallucination')} | {f('auroc')} |" + (f" {f('multi_turn_truthfulness')} |" if multi else "")
+        )
     d = results["detectors"]
     best = sorted(d["test_auroc_mean"].items(), key=lambda kv: -np.nan_to_num(kv[1]))[:10]
     lines += [
@@ -448,8 +488,7 @@ def render_report(results: dict[str, Any]) -> str:
         f"{results['config']['detectors']['f1_threshold']}): {d['kept']['mean']:.1f} ± {d['kept']['std']:.1f}. "
         f"Best single detector per split: {d['best_single_per_seed']}.",
         "",
-        "Top-10 detectors by test AUROC (mean over splits): "
-        + ", ".join(f"`{k}` {v:.3f}" for k, v in best),
+        "Top-10 detectors by test AUROC (mean over splits): " + ", ".join(f"`{k}` {v:.3f}" for k, v in best),
         "",
         *[f"![{p}]({p})" for p in results["plots"]],
         "",

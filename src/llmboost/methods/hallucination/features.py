@@ -45,7 +45,9 @@ class Features:
     def __getitem__(self, rows: Any) -> Features:
         rows = rows if isinstance(rows, slice) else np.asarray(rows)
         return Features(
-            self.hidden[rows], None if self.heads is None else self.heads[rows], self.mean_logprob[rows],
+            self.hidden[rows],
+            None if self.heads is None else self.heads[rows],
+            self.mean_logprob[rows],
             self.n_tokens[rows],
         )
 

@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 ITEM_KIND = {"movielens-100k": "movies", "amazon-scientific": "products", "amazon-beauty": "products"}
 
 
-
-
 def item_text(dataset: Any, fields: list[str], max_chars: int) -> tuple[ItemText, np.ndarray]:
     """Item texts; items without text get the placeholder ``item <id>`` (returned mask: has real text); they
     are never generator targets."""

@@ -116,8 +116,6 @@ def history_texts(train: Interactions, users: np.ndarray, texts: Sequence[str], 
 # ---------------------------------------------------------------------------------------------- store access
 
 
-
-
 def read_vectors(store: ScoreStore, model_fp: str, version: str, keys: Sequence[str]) -> list[np.ndarray]:
     """Stored vectors of ``keys``; absent keys raise an error that says what the store does hold."""
     got = store.get_many(model_fp, version, keys)
