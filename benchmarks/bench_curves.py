@@ -60,7 +60,8 @@ class _Emit:
         self.args, self.train_seconds, self.cpu_seconds, self.epoch = args, 0.0, 0.0, 0
         self.last_epoch_wall, self.mark = 0.0, time.time()
         self.best, self.stale = -1.0, 0
-        self.base = {"system": args.system, "model": args.model, "setting": args.setting, "seed": args.seed,
+        self.base = {"system": args.system, "model": args.model, "setting": args.setting, "lr": args.lr,
+                     "seed": args.seed,
                      "threads": args.threads, "commit": _commit(), "command": " ".join(sys.argv)}
 
     def __call__(self, seconds: float, ndcg: float, eval_seconds: float, cpu_seconds: float) -> bool:
@@ -92,6 +93,8 @@ def run_llmboost(args: argparse.Namespace, split, emit: _Emit) -> None:
     evaluation = importlib.import_module("llmboost.evaluation.evaluate")  # the module, not the function
 
     params = {"train_on": args.setting} if args.model == "sasrec" else {}
+    if args.lr is not None:
+        params["lr"] = args.lr
     model = build(args.model, epochs=args.epochs, patience=args.patience, seed=args.seed, progress=False, **params)
     done = {"epochs": 0, "stop": False}
 
@@ -242,6 +245,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--patience", type=int, default=10, help="Stop after this many epochs without gain.")
     parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=None, help="llmboost only: learning rate (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--deadline", default="0",
