@@ -1,7 +1,9 @@
 """Choose the compiled item2vec trainer's starting learning rate on Amazon Beauty's validation split (never test).
 
 Prints one JSON line per (method, lr, epochs): validation Recall@20 served from the neighbours, fit seconds and
-the last epoch's mean loss. The runs behind ``DEFAULT_LR`` are in ``benchmarks/results/i2v-beauty-valid-lr.jsonl``.
+the last epoch's mean loss. The runs behind ``DEFAULT_LR``: ``benchmarks/results/i2v-beauty-valid-lr.jsonl``
+(the committed trainer) and ``i2v-beauty-valid-lr-1cffb4b.jsonl`` (a wider grid, and the torch trainer, with the
+binary-search negative sampler of that commit).
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/tune_item2vec_lr.py --lrs 0.1 0.3 --epochs 3 5 10 20``
 """

@@ -73,6 +73,14 @@ def test_auto_falls_back_to_torch_without_numba(planted, monkeypatch) -> None:
     np.testing.assert_array_equal(auto.in_vectors_.weight.numpy(), torch_fit.in_vectors_.weight.numpy())
 
 
+def test_noise_table_holds_each_item_in_proportion() -> None:
+    sgns = pytest.importorskip("llmboost.models._sgns", reason="the compiled trainer needs the 'fast' extra")
+    probabilities = np.array([0.5, 0.3, 0.15, 0.05])
+    table = sgns.noise_table(probabilities, min_size=1000)
+    assert len(table) == 1024
+    np.testing.assert_allclose(np.bincount(table, minlength=4) / len(table), probabilities, atol=1 / len(table))
+
+
 def test_torch_fallback_recovers_planted_groups(planted) -> None:
     train, group_of = planted
     m = Item2Vec(k=10, dim=16, epochs=5, lr=0.05, method="torch", pair_batch_size=256, progress=False).fit(train)

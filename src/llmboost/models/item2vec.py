@@ -133,7 +133,7 @@ class Item2Vec(ItemToItemRecommender):
             train.user_ptr,
             train.items.astype(np.int32),
             seq_weights,
-            np.cumsum(noise),
+            sgns.noise_table(noise),
             in_vectors,
             out_vectors,
             int(train.user_counts().max(initial=1)) if self.window is None else self.window,
