@@ -185,9 +185,9 @@ def _row_top_k(
 ) -> None:
     """Write the ``k`` largest positive ``acc[touched]`` (as float32, descending, ties: smaller id first) into
     ``ids[row]`` / ``vals[row]`` through a size-``k`` min-heap (implicit's per-row selection); reset ``acc`` at
-    the touched ids."""
-    heap_s = np.empty(k, np.float32)
-    heap_i = np.empty(k, np.int64)
+    the touched ids. The heap lives in the output row itself (no allocation per row)."""
+    heap_s = vals[row]
+    heap_i = ids[row]
     size = 0
     for t in range(n_touched):
         j = touched[t]
@@ -210,12 +210,11 @@ def _row_top_k(
             heap_i[pos] = j
         elif _worse(heap_s[0], heap_i[0], s, j):  # replace the worst
             _sift_down(heap_s, heap_i, size, s, j)
-    # heap sort: pop the worst into the last free slot, so the row ends best first
-    for t in range(size - 1, -1, -1):
-        ids[row, t] = heap_i[0]
-        vals[row, t] = heap_s[0]
-        if t > 0:
-            _sift_down(heap_s, heap_i, t, heap_s[t], heap_i[t])
+    # in-place heap sort: swap the worst into the last slot of the heap, so the row ends best first
+    for t in range(size - 1, 0, -1):
+        last_s, last_i = heap_s[t], heap_i[t]
+        heap_s[t], heap_i[t] = heap_s[0], heap_i[0]
+        _sift_down(heap_s, heap_i, t, last_s, last_i)
 
 
 @numba.njit(cache=True, inline="always")
