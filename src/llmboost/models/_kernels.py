@@ -8,12 +8,12 @@ Swing (:func:`swing_top_k`), the user-pair formulation of :mod:`llmboost.models.
 
 1. :func:`_pair_blocks`: every unordered user pair ``u < v`` that shares at least two items, each once, found by
    one walk per user over its items' later users, adds ``W_p x_pa x_pb`` (``W_p = w_u w_v / (alpha + |I_u ∩
-   I_v|)``, ``x_pa = r_ua r_va``) into ``u``'s dense ``|I_u| x |I_u|`` block at every two shared items ``a != b``.
+   I_v|)``, ``x_pa = r_ua r_va``) into ``u``'s dense block (over ``u``'s items that some pair shares) at every
+   two shared items ``a != b``.
 2. ``sim(a, .)`` = the sum over the users ``u`` of ``a`` of ``a``'s row in ``u``'s block.
 
 The work is ``sum_i C(|U_i|, 2)`` overlap counts, ``sum_p |I_u ∩ I_v|^2`` additions (once per pair, instead of
-re-intersecting a pair for every item it shares, as the straightforward triple loop does) and ``sum_u |I_u|^2``
-for the rows.
+re-intersecting a pair for every item it shares, as the straightforward triple loop does) and the blocks' rows.
 
 ItemCF (:func:`itemcf_top_k`): per item ``i`` the co-occurrence row ``sum_u w_u r_ui r_uj`` over the users of
 ``i``, divided by ``sqrt(n_i n_j) + shrink``, and its top-``k`` (the per-row heap of implicit's
@@ -53,18 +53,19 @@ def _pair_blocks(
     weighted: bool,
     w_user: np.ndarray,
     alpha: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each pair ``u < v`` sharing >= 2 items, added into ``u``'s dense ``|I_u| x |I_u|`` block
-    ``M_u[l, m] += W_p x_pl x_pm`` (``l != m`` among its shared items, as positions in ``u``'s row), so that
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each pair ``u < v`` sharing >= 2 items, added into ``u``'s dense block over its items that some pair
+    shares, ``M_u[a, b] += W_p x_pa x_pb`` (``a != b`` among the pair's shared items), so that
     ``sim(a, b) = sum over the users u of a of M_u[a, b]``.
 
     Users are walked in ascending order, so ``cursor[i]`` (the position of ``u`` in item ``i``'s ascending user
     list) advances by one per visit and the later users of ``i`` start right after it. One walk per user over
     its items' later users counts the overlaps (``state[v, 0] = base_u + count``: stamped with ``u``, so nothing
-    is reset) and chains each visit to the previous visit of the same ``v`` (``state[v, 1]``), so a pair's
-    shared items are read back from its chain. ``x = r_ui r_vi`` is read only when ``weighted`` (else 1).
-    Returns ``blocks`` and ``row_at`` (per item -> user entry: the offset of the item's row in its user's
-    block, -1 where that row is empty)."""
+    is reset) and chains each visit to the previous visit of the same ``v`` (``state[v, 1]``); the pairs'
+    shared items are read back from their chains, then the block is filled. ``x = r_ui r_vi`` is read only
+    when ``weighted`` (else 1). Returns ``blocks``; ``row_at`` (per item -> user entry: the offset of the
+    item's row in its user's block, -1 where the item is in no pair); and per user the block's ``width`` and
+    its items ``block_items[items_at[u]:items_at[u] + width[u]]``."""
     n_users = len(indptr) - 1
     degree = indptr[1:] - indptr[:-1]
     max_degree = degree.max()
@@ -75,13 +76,18 @@ def _pair_blocks(
     visit_x = np.empty(len(item_users) if weighted else 0, np.float64)  # per visit: r_ui r_vi
     visit_prev = np.empty(len(item_users), np.int32)  # per visit: the previous visit of the same v (-1: none)
     partners = np.empty(n_users, np.int32)
+    shared_pos = np.empty(len(item_users), np.int32)  # the partners' shared items, partner after partner
+    shared_x = np.empty(len(item_users) if weighted else 0, np.float64)
     cursor = item_ptr[:-1].copy()
     row_at = np.empty(len(item_users), np.int64)
-    row_used = np.zeros(max_degree, np.bool_)
     blocks = np.empty(int(np.sum(degree.astype(np.int64) ** 2)), np.float64)
-    shared = np.empty(max_degree, np.int32)
-    shared_x = np.ones(max_degree, np.float64)
+    block_items = np.empty(len(indices), np.int32)
+    items_at = np.zeros(n_users, np.int64)
+    width = np.zeros(n_users, np.int64)
+    used = np.zeros(max_degree, np.bool_)  # per position in u's row: some pair shares the item
+    column = np.empty(max_degree, np.int64)  # per used position: its column in u's block
     at = 0
+    n_block_items = 0
     for u in range(n_users):
         if u % epoch == 0:
             state[:, 0] = 0
@@ -103,34 +109,47 @@ def _pair_blocks(
                 n_visits += 1
                 partners[n_partners] = v
                 n_partners += key == base + 2
-        d = degree[u]
-        if n_partners:
-            m = blocks[at : at + d * d]
-            m[:] = 0.0
+        n_shared = 0
+        for t in range(n_partners):
+            visit = state[partners[t], 1]
+            for _ in range(state[partners[t], 0] - base):
+                shared_pos[n_shared] = visit_pos[visit]
+                used[visit_pos[visit]] = True
+                if weighted:
+                    shared_x[n_shared] = visit_x[visit]
+                n_shared += 1
+                visit = visit_prev[visit]
+        d = 0
+        for pos in range(degree[u]):
+            if used[pos]:
+                column[pos] = d
+                block_items[n_block_items + d] = indices[indptr[u] + pos]
+                d += 1
+        items_at[u] = n_block_items
+        width[u] = d
+        n_block_items += d
+        m = blocks[at : at + d * d]
+        m[:] = 0.0
+        start = 0
         for t in range(n_partners):
             v = partners[t]
             c = state[v, 0] - base
             w = w_user[u] * w_user[v] / (alpha + c)
-            visit = state[v, 1]
-            for q in range(c):
-                shared[q] = visit_pos[visit]
-                row_used[shared[q]] = True
-                if weighted:
-                    shared_x[q] = visit_x[visit]
-                visit = visit_prev[visit]
-            for q in range(c):
-                x = w * shared_x[q]
-                for q2 in range(q + 1, c):
-                    y = x * shared_x[q2]
-                    m[shared[q] * d + shared[q2]] += y
-                    m[shared[q2] * d + shared[q]] += y
+            for q in range(start, start + c - 1):
+                x = w * shared_x[q] if weighted else w
+                col_q = column[shared_pos[q]]
+                for q2 in range(q + 1, start + c):
+                    y = x * shared_x[q2] if weighted else x
+                    col_q2 = column[shared_pos[q2]]
+                    m[col_q * d + col_q2] += y
+                    m[col_q2 * d + col_q] += y
+            start += c
         for e in range(indptr[u], indptr[u + 1]):
             pos = e - indptr[u]
-            row_at[cursor[indices[e]] - 1] = at + pos * d if row_used[pos] else -1  # cursor - 1: u's entry
-            row_used[pos] = False
-        if n_partners:
-            at += d * d
-    return blocks[:at], row_at
+            row_at[cursor[indices[e]] - 1] = at + column[pos] * d if used[pos] else -1  # cursor - 1: u's entry
+            used[pos] = False
+        at += d * d
+    return blocks[:at], row_at, block_items[:n_block_items], items_at, width
 
 
 @numba.njit(cache=True)
@@ -149,7 +168,9 @@ def swing_top_k(
     """Top-``k`` Swing neighbours per item: ``sim(a, .) = sum over the users u of a of the row of a in u's
     block`` (:func:`_pair_blocks`). ``indptr``/``indices``/``data``: the users x items CSR (``r_ui``, read
     only when ``weighted``); ``item_*``: its CSC, users ascending within each item."""
-    blocks, row_at = _pair_blocks(indptr, indices, data, item_ptr, item_users, item_values, weighted, w_user, alpha)
+    blocks, row_at, block_items, items_at, width = _pair_blocks(
+        indptr, indices, data, item_ptr, item_users, item_values, weighted, w_user, alpha
+    )
     n_items = len(item_ptr) - 1
     ids = np.full((n_items, k), -1, np.int64)
     vals = np.zeros((n_items, k), np.float32)
@@ -160,8 +181,9 @@ def swing_top_k(
         for f in range(item_ptr[a], item_ptr[a + 1]):
             if row_at[f] >= 0:
                 u = item_users[f]
-                row = blocks[row_at[f] : row_at[f] + indptr[u + 1] - indptr[u]]
-                n_touched = _scatter_add(acc, touched, n_touched, indices[indptr[u] : indptr[u + 1]], row, 1.0)
+                cols = block_items[items_at[u] : items_at[u] + width[u]]
+                row = blocks[row_at[f] : row_at[f] + width[u]]
+                n_touched = _scatter_add(acc, touched, n_touched, cols, row, 1.0)
         acc[a] = 0.0  # never its own neighbour: _row_top_k skips it and resets it
         _row_top_k(a, touched, n_touched, acc, ids, vals, k)
     return ids, vals
