@@ -60,8 +60,8 @@ def _pair_blocks(
 
     Users are walked in ascending order, so ``cursor[i]`` (the position of ``u`` in item ``i``'s ascending user
     list) advances by one per visit and the later users of ``i`` start right after it. One walk per user over
-    its items' later users counts the overlaps (``state[v, 0] = base_u + count``: stamped with ``u``, so nothing
-    is reset) and chains each visit to the previous visit of the same ``v`` (``state[v, 1]``); the pairs'
+    its items' later users counts the overlaps and chains each visit to the previous visit of the same ``v``
+    (``state[v] = (base_u + count) << 32 | last visit``: stamped with ``u``, so nothing is reset); the pairs'
     shared items are read back from their chains, then the block is filled. ``x = r_ui r_vi`` is read only
     when ``weighted`` (else 1). Returns ``blocks``; ``row_at`` (per item -> user entry: the offset of the
     item's row in its user's block, -1 where the item is in no pair); and per user the block's ``width`` and
@@ -70,8 +70,8 @@ def _pair_blocks(
     degree = indptr[1:] - indptr[:-1]
     max_degree = degree.max()
     stride = max_degree + 2  # > any count: base_u + count stays below the next user's base
-    epoch = (2**31 - 1) // stride - 1  # users per int32 stamp range; the stamps restart after each
-    state = np.zeros((n_users, 2), np.int32)  # (base_u + |I_u ∩ I_v| so far, the last visit of v)
+    epoch = (2**31 - 1) // stride - 1  # users per 31-bit stamp range; the stamps restart after each
+    state = np.zeros(n_users, np.int64)  # (base_u + |I_u ∩ I_v| so far) << 32 | the last visit of v
     visit_pos = np.empty(len(item_users), np.int32)  # per visit: the item's position in u's row
     visit_x = np.empty(len(item_users) if weighted else 0, np.float64)  # per visit: r_ui r_vi
     visit_prev = np.empty(len(item_users), np.int32)  # per visit: the previous visit of the same v (-1: none)
@@ -90,7 +90,7 @@ def _pair_blocks(
     n_block_items = 0
     for u in range(n_users):
         if u % epoch == 0:
-            state[:, 0] = 0
+            state[:] = 0
         base = (u % epoch + 1) * stride  # + 1: the zeros read as "not counted"
         n_partners = 0
         n_visits = 0
@@ -99,10 +99,10 @@ def _pair_blocks(
             cursor[i] += 1
             for f in range(cursor[i], item_ptr[i + 1]):
                 v = item_users[f]
-                key = max(state[v, 0], base) + 1
-                state[v, 0] = key
-                visit_prev[n_visits] = state[v, 1] if key > base + 1 else -1
-                state[v, 1] = n_visits
+                old = state[v]
+                key = max(old >> 32, base) + 1
+                state[v] = (key << 32) | n_visits
+                visit_prev[n_visits] = (old & 0xFFFFFFFF) if key > base + 1 else -1
                 visit_pos[n_visits] = e - indptr[u]
                 if weighted:
                     visit_x[n_visits] = data[e] * item_values[f]
@@ -111,8 +111,8 @@ def _pair_blocks(
                 n_partners += key == base + 2
         n_shared = 0
         for t in range(n_partners):
-            visit = state[partners[t], 1]
-            for _ in range(state[partners[t], 0] - base):
+            visit = state[partners[t]] & 0xFFFFFFFF
+            for _ in range((state[partners[t]] >> 32) - base):
                 shared_pos[n_shared] = visit_pos[visit]
                 used[visit_pos[visit]] = True
                 if weighted:
@@ -133,7 +133,7 @@ def _pair_blocks(
         start = 0
         for t in range(n_partners):
             v = partners[t]
-            c = state[v, 0] - base
+            c = (state[v] >> 32) - base
             w = w_user[u] * w_user[v] / (alpha + c)
             for q in range(start, start + c - 1):
                 x = w * shared_x[q] if weighted else w
