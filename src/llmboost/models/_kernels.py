@@ -191,8 +191,8 @@ def swing_top_k(
 
 @numba.njit(cache=True, inline="always")
 def _worse(s1: float, i1: int, s2: float, i2: int) -> bool:
-    """Ranking order of (score, id): a lower score, or the same score and a larger id, is worse."""
-    return s1 < s2 or (s1 == s2 and i1 > i2)
+    """Ranking order of (score, id): a lower score, or the same score and a larger id, is worse (branch-free)."""
+    return (s1 < s2) | ((s1 == s2) & (i1 > i2))
 
 
 @numba.njit(cache=True)
