@@ -207,10 +207,27 @@ def _row_top_k(
 ) -> None:
     """Write the ``k`` largest positive ``acc[touched]`` (as float32, descending, ties: smaller id first) into
     ``ids[row]`` / ``vals[row]`` through a size-``k`` min-heap (implicit's per-row selection); reset ``acc`` at
-    the touched ids. The heap lives in the output row itself (no allocation per row)."""
+    the touched ids. The heap lives in the output row itself (no allocation per row); a row with at most ``k``
+    candidates is insertion-sorted there instead."""
     heap_s = vals[row]
     heap_i = ids[row]
     size = 0
+    if n_touched <= k:  # all fit: insertion sort, best first
+        for t in range(n_touched):
+            j = touched[t]
+            s = np.float32(acc[j])
+            acc[j] = 0.0
+            if s <= 0:
+                continue
+            pos = size
+            size += 1
+            while pos > 0 and _worse(heap_s[pos - 1], heap_i[pos - 1], s, j):
+                heap_s[pos] = heap_s[pos - 1]
+                heap_i[pos] = heap_i[pos - 1]
+                pos -= 1
+            heap_s[pos] = s
+            heap_i[pos] = j
+        return
     for t in range(n_touched):
         j = touched[t]
         s = np.float32(acc[j])
