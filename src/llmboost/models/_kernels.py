@@ -212,13 +212,14 @@ def _row_top_k(
     heap_s = vals[row]
     heap_i = ids[row]
     size = 0
-    if n_touched <= k:  # all fit: insertion sort, best first
-        for t in range(n_touched):
-            j = touched[t]
-            s = np.float32(acc[j])
-            acc[j] = 0.0
-            if s <= 0:
-                continue
+    all_fit = n_touched <= k
+    for t in range(n_touched):
+        j = touched[t]
+        s = np.float32(acc[j])
+        acc[j] = 0.0
+        if s <= 0:
+            continue
+        if all_fit:  # insertion sort, best first
             pos = size
             size += 1
             while pos > 0 and _worse(heap_s[pos - 1], heap_i[pos - 1], s, j):
@@ -227,14 +228,7 @@ def _row_top_k(
                 pos -= 1
             heap_s[pos] = s
             heap_i[pos] = j
-        return
-    for t in range(n_touched):
-        j = touched[t]
-        s = np.float32(acc[j])
-        acc[j] = 0.0
-        if s <= 0:
-            continue
-        if size < k:  # push, sift up
+        elif size < k:  # push, sift up
             pos = size
             size += 1
             while pos > 0:
@@ -249,6 +243,8 @@ def _row_top_k(
             heap_i[pos] = j
         elif _worse(heap_s[0], heap_i[0], s, j):  # replace the worst
             _sift_down(heap_s, heap_i, size, s, j)
+    if all_fit:
+        return
     # in-place heap sort: swap the worst into the last slot of the heap, so the row ends best first
     for t in range(size - 1, 0, -1):
         last_s, last_i = heap_s[t], heap_i[t]
