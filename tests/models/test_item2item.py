@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from llmboost.data import load_dataset
+from llmboost.data.interactions import Interactions
 from llmboost.evaluation import evaluate
 from llmboost.models import REGISTRY, Item2Vec, ItemCF, MostPopular, Recommender, Swing
 from llmboost.models.item2vec import skipgram_pairs
@@ -103,6 +104,18 @@ def test_swing_methods_agree_with_event_weights(method: str) -> None:
         ref_ids = ref.similar_items(i)[0]
         assert set(ids.tolist()) == set(ref_ids.tolist())
         np.testing.assert_allclose(vals, [_sim(ref, i, j) for j in ids], rtol=1e-5)
+
+
+def test_user_item_csr_counts_repeats_once_with_sorted_rows() -> None:
+    """``Interactions.csr`` (built through the CSC) equals the dense binary matrix and is canonical."""
+    data = two_communities(n_users=30, n_items=12, per_user=6, seed=7).interactions
+    data = Interactions.concat([data, data.select(data.users % 3 == 0)])  # repeated events
+    dense = np.zeros((data.n_users, data.n_items), np.float32)
+    dense[data.users, data.items] = 1.0
+    m = data.csr()
+    assert m.has_canonical_format
+    assert all(np.all(np.diff(m.indices[m.indptr[u] : m.indptr[u + 1]]) > 0) for u in range(data.n_users))
+    np.testing.assert_array_equal(m.toarray(), dense)
 
 
 @pytest.mark.parametrize("iuf", [False, True])

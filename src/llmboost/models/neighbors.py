@@ -86,14 +86,11 @@ def sparse_top_k(
 
 def neighbor_matrix(neighbors: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
     """The ``n_items x n_items`` sparse similarity matrix holding only each row's top-K neighbours (built
-    straight from the padded table: each row's ids are distinct, so no duplicate summing is needed)."""
+    straight from the padded table: each row's ids are distinct, so no duplicate summing is needed; the rows
+    keep the table's best-first order, which the product in :meth:`neighbor_scores` does not need sorted)."""
     keep = neighbors >= 0
     indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
-    m = sp.csr_matrix(
-        (scores[keep].astype(np.float32), neighbors[keep].astype(np.int64), indptr), shape=(n_items, n_items)
-    )
-    m.sort_indices()
-    return m
+    return sp.csr_matrix((scores[keep], neighbors[keep], indptr), shape=(n_items, n_items))
 
 
 class ItemToItemRecommender(Recommender):
@@ -139,8 +136,8 @@ class ItemToItemRecommender(Recommender):
         self.train_ = train
         self.event_weights_ = weights
         neighbors, scores = self._similarities(train, weights)
-        self.neighbors_ = neighbors.astype(np.int64)
-        self.neighbor_scores_ = scores.astype(np.float32)
+        self.neighbors_ = neighbors.astype(np.int64, copy=False)
+        self.neighbor_scores_ = scores.astype(np.float32, copy=False)
         self._finish()
         return self
 
@@ -164,9 +161,7 @@ class ItemToItemRecommender(Recommender):
         first = np.ones(len(order), bool)
         first[1:] = key[order][1:] != key[order][:-1]
         sel = order[first]
-        return sp.csr_matrix(
-            (weights[sel], (train.users[sel], train.items[sel])), shape=(train.n_users, train.n_items)
-        )
+        return sp.csr_matrix((weights[sel], (train.users[sel], train.items[sel])), shape=(train.n_users, train.n_items))
 
     # ------------------------------------------------------------------ serving
     def recent_matrix(self, users: np.ndarray, history: Interactions) -> sp.csr_matrix:

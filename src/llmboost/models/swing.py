@@ -83,32 +83,32 @@ class Swing(ItemToItemRecommender):
             has_numba = importlib.util.find_spec("numba") is not None
             method = "numba" if sparse_data and has_numba else "pairs" if sparse_data else "items"
         if method == "numba":
-            return self._compiled(r, w_user)
+            return self._compiled(r, w_user, weights is not None)
         if method == "pairs":
             return self._user_pairs(r, w_user)
         return self._per_item(r, w_user.astype(np.float32), weights is not None)
 
-    def _compiled(self, r: sp.csr_matrix, w_user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The user-pair formulation as compiled loops (:mod:`llmboost.models._kernels`)."""
+    def _compiled(self, r: sp.csr_matrix, w_user: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The user-pair formulation as compiled loops (:mod:`llmboost.models._kernels`); ``weighted``: ``r``
+        holds event weights (else ones, which the kernels then skip)."""
         kernels = require("llmboost.models._kernels", "fast")
         n = r.shape[1]
         bar = self._bar(n, "swing neighbours")
         r = r.tocsr()
         r.sort_indices()
-        csc = r.tocsc()
-        csc.sort_indices()
-        pu, pv, common, ptr, items, values = kernels.user_pairs(
-            r.indptr.astype(np.int64),
-            r.indices.astype(np.int32),
+        csc = r.tocsc()  # each item's users ascending (the kernel walks them with a cursor)
+        ids, vals = kernels.swing_top_k(
+            r.indptr,
+            r.indices,
             r.data.astype(np.float64),
-            csc.indptr.astype(np.int64),
-            csc.indices.astype(np.int32),
+            csc.indptr,
+            csc.indices,
             csc.data.astype(np.float64),
-            n,
+            weighted,
+            w_user,
+            float(self.alpha),
+            self.k,
         )
-        pair_w = w_user[pu] * w_user[pv] / (self.alpha + common)
-        item_ptr, item_pairs, item_pos = kernels.transpose(ptr, items, n)
-        ids, vals = kernels.pair_similarities(pair_w, ptr, items, values, item_ptr, item_pairs, item_pos, n, self.k)
         bar.update(n)
         bar.close()
         return ids, vals
