@@ -21,7 +21,8 @@ def load(paths: list[Path]) -> dict[tuple, list[dict]]:
     for path in paths:
         for line in path.read_text().splitlines():
             row = json.loads(line)
-            curves[(row["model"], row["system"], row["setting"], row["seed"])].append(row)
+            setting = row["setting"] + (f" lr {row['lr']:g}" if row.get("lr") else "")
+            curves[(row["model"], row["system"], setting, row["seed"])].append(row)
     return {k: sorted(v, key=lambda r: r["epoch"]) for k, v in curves.items()}
 
 

@@ -20,8 +20,18 @@ def cyclic_split():
 @pytest.fixture(scope="module")
 def sasrec(cyclic_split):
     torch.set_num_threads(1)
-    model = SASRec(hidden=32, layers=1, heads=1, dropout=0.0, max_len=10, epochs=30, patience=5,
-                   batch_size=64, lr=5e-3, progress=False)
+    model = SASRec(
+        hidden=32,
+        layers=1,
+        heads=1,
+        dropout=0.0,
+        max_len=10,
+        epochs=30,
+        patience=5,
+        batch_size=64,
+        lr=5e-3,
+        progress=False,
+    )
     return model.fit(cyclic_split.train, cyclic_split.valid)
 
 
@@ -40,8 +50,20 @@ def test_sasrec_uses_the_given_history(sasrec, cyclic_split) -> None:
 
 
 def test_sampled_softmax_also_learns(cyclic_split) -> None:
-    model = SASRec(hidden=32, layers=1, heads=1, dropout=0.0, max_len=10, epochs=30, patience=5, batch_size=64,
-                   lr=5e-3, loss="sampled", n_negatives=8, progress=False)
+    model = SASRec(
+        hidden=32,
+        layers=1,
+        heads=1,
+        dropout=0.0,
+        max_len=10,
+        epochs=30,
+        patience=5,
+        batch_size=64,
+        lr=5e-3,
+        loss="sampled",
+        n_negatives=8,
+        progress=False,
+    )
     model.fit(cyclic_split.train, cyclic_split.valid)
     assert evaluate(model, cyclic_split, "test", ks=(1,)).summary()["HR@1"] > 0.8
 
@@ -87,8 +109,10 @@ def test_bprmf_fused_loss_matches_equation_5_and_its_autograd() -> None:
     g = torch.Generator().manual_seed(0)
     p, q_i, q_j = (torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     assert torch.autograd.gradcheck(lambda a, b, c: BPRLoss.apply(a, b, c, 0.3), (p, q_i, q_j))
-    reference = -F.logsigmoid((p * (q_i - q_j)).sum(-1)).mean() + 0.3 * (
-        p.pow(2).sum(-1) + q_i.pow(2).sum(-1) + q_j.pow(2).sum(-1)).mean()
+    reference = (
+        -F.logsigmoid((p * (q_i - q_j)).sum(-1)).mean()
+        + 0.3 * (p.pow(2).sum(-1) + q_i.pow(2).sum(-1) + q_j.pow(2).sum(-1)).mean()
+    )
     assert torch.allclose(BPRLoss.apply(p, q_i, q_j, 0.3), reference)
 
 

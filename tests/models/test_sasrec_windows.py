@@ -51,7 +51,18 @@ def test_all_windows_trains_and_rejects_unknown_settings() -> None:
         SASRec(train_on="everything")
     torch.set_num_threads(1)
     split = leave_one_out(cyclic_sequences())
-    model = SASRec(hidden=32, layers=1, heads=1, dropout=0.0, max_len=4, epochs=30, patience=5, batch_size=64,
-                   lr=5e-3, train_on="all_windows", progress=False)
+    model = SASRec(
+        hidden=32,
+        layers=1,
+        heads=1,
+        dropout=0.0,
+        max_len=4,
+        epochs=30,
+        patience=5,
+        batch_size=64,
+        lr=5e-3,
+        train_on="all_windows",
+        progress=False,
+    )
     model.fit(split.train, split.valid)
     assert model.best_valid_ndcg_ is not None and model.best_valid_ndcg_ > 0.9

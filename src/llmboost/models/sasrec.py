@@ -77,9 +77,7 @@ class SASRec(TorchRecommender):
         windows tiling the whole history so every training event after a user's first is a target
         exactly once (``"all_windows"``)."""
         if not hasattr(self, "_windows") or self._windows_source is not (train, self.train_on):
-            owners, self._windows, self._window_lengths = _training_windows(
-                train, self.max_len + 1, self.train_on
-            )
+            owners, self._windows, self._window_lengths = _training_windows(train, self.max_len + 1, self.train_on)
             self._window_users = torch.from_numpy(owners.astype(np.int64))
             self._windows_source = (train, self.train_on)
         order = rng.permutation(len(self._windows))
@@ -202,9 +200,7 @@ class SelfAttentionBlock(nn.Module):
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
-def _training_windows(
-    train: Interactions, width: int, train_on: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _training_windows(train: Interactions, width: int, train_on: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The owning user of each window, the left-padded windows of ids + 1 (n_windows, width) and their
     lengths. Windows end at the user's last event and, for ``"all_windows"``, every ``width - 1`` events
     earlier (consecutive windows share one item, the input of the first target), so each event after a

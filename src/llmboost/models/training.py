@@ -208,8 +208,12 @@ class TorchRecommender(Recommender):
                 seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
                 means = (sums / max(1, n_batches)).tolist()
                 # wall and process-CPU seconds (all this process's threads; fair on a shared machine)
-                record = {"epoch": epoch, "loss": float(sum(means)), "train_seconds": seconds,
-                          "train_cpu_seconds": cpu_seconds}
+                record = {
+                    "epoch": epoch,
+                    "loss": float(sum(means)),
+                    "train_seconds": seconds,
+                    "train_cpu_seconds": cpu_seconds,
+                }
                 if self.loss_terms:
                     record["loss/backbone"] = means[0]
                     record |= {f"loss/{term.name}": m for term, m in zip(self.loss_terms, means[1:], strict=True)}
