@@ -61,6 +61,7 @@ class _Emit:
         self.last_epoch_wall, self.mark = 0.0, time.time()
         self.best, self.stale = -1.0, 0
         self.base = {"system": args.system, "model": args.model, "setting": args.setting, "lr": args.lr,
+                     "dropout": args.dropout,
                      "seed": args.seed,
                      "threads": args.threads, "commit": _commit(), "command": " ".join(sys.argv)}
 
@@ -95,6 +96,8 @@ def run_llmboost(args: argparse.Namespace, split, emit: _Emit) -> None:
     params = {"train_on": args.setting} if args.model == "sasrec" else {}
     if args.lr is not None:
         params["lr"] = args.lr
+    if args.dropout is not None:
+        params["dropout"] = args.dropout
     model = build(args.model, epochs=args.epochs, patience=args.patience, seed=args.seed, progress=False, **params)
     done = {"epochs": 0, "stop": False}
 
@@ -246,6 +249,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10, help="Stop after this many epochs without gain.")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None, help="llmboost only: learning rate (default: the model's)")
+    parser.add_argument("--dropout", type=float, default=None, help="llmboost SASRec only (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--deadline", default="0",

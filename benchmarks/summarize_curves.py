@@ -22,6 +22,7 @@ def load(paths: list[Path]) -> dict[tuple, list[dict]]:
         for line in path.read_text().splitlines():
             row = json.loads(line)
             setting = row["setting"] + (f" lr {row['lr']:g}" if row.get("lr") else "")
+            setting += f" dropout {row['dropout']:g}" if row.get("dropout") is not None else ""
             curves[(row["model"], row["system"], setting, row["seed"])].append(row)
     return {k: sorted(v, key=lambda r: r["epoch"]) for k, v in curves.items()}
 
