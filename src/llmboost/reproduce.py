@@ -253,6 +253,7 @@ def _results_record(
             "processor": platform.processor(),
             "cpu_capability": _cpu_capability(),
             "threads": torch.get_num_threads(),
+            "auto_precision": _auto_precision(),
         },
         "stages": {
             o.key: {
@@ -279,7 +280,8 @@ def render_report(record: dict[str, Any], out: Path) -> str:
         f"Command: `{record['command']}`  ",
         f"Date: {record['date']}; total {record['seconds'] / 60:.1f} min; "
         f"llmboost {record['versions']['llmboost']}, torch {record['versions']['torch']}, "
-        f"CPU capability {record['machine']['cpu_capability']}, {record['machine']['threads']} threads.",
+        f"CPU capability {record['machine']['cpu_capability']}, {record['machine']['threads']} threads, "
+        f"precision `auto` = {record['machine'].get('auto_precision', 'fp32')}.",
         "",
         "| method | paper | status | minutes | headline |",
         "| --- | --- | --- | ---: | --- |",
@@ -363,6 +365,13 @@ def _fmt(value: Any) -> str:
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _auto_precision() -> str:
+    """What ``precision="auto"`` means on this machine's CPU (``$LLMBOOST_PRECISION`` included)."""
+    from llmboost.llm.precision import precision_name, resolve_precision
+
+    return precision_name(resolve_precision("auto", "cpu"))
 
 
 def _cpu_capability() -> str:
