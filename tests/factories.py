@@ -7,6 +7,20 @@ import pandas as pd
 
 from llmboost.data.dataset import Dataset
 
+TINY_SASREC: dict = {
+    "hidden": 32,
+    "layers": 1,
+    "heads": 1,
+    "dropout": 0.0,
+    "max_len": 10,
+    "epochs": 30,
+    "patience": 5,
+    "batch_size": 64,
+    "lr": 5e-3,
+    "progress": False,
+}
+"""A SASRec small enough to learn :func:`cyclic_sequences` in seconds (override keys as needed)."""
+
 
 def events_dataset(rows: list[tuple[str, str, int]], name: str = "toy") -> Dataset:
     """A dataset from (user, item, timestamp) rows."""

@@ -9,7 +9,7 @@ import torch
 from llmboost.evaluation import evaluate
 from llmboost.models import BPRMF, REGISTRY, MostPopular, Recommender, SASRec, build
 from llmboost.splitting import leave_one_out
-from tests.factories import cyclic_sequences, two_communities
+from tests.factories import TINY_SASREC, cyclic_sequences, two_communities
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +20,7 @@ def cyclic_split():
 @pytest.fixture(scope="module")
 def sasrec(cyclic_split):
     torch.set_num_threads(1)
-    model = SASRec(
-        hidden=32,
-        layers=1,
-        heads=1,
-        dropout=0.0,
-        max_len=10,
-        epochs=30,
-        patience=5,
-        batch_size=64,
-        lr=5e-3,
-        progress=False,
-    )
+    model = SASRec(**TINY_SASREC)
     return model.fit(cyclic_split.train, cyclic_split.valid)
 
 
@@ -50,20 +39,7 @@ def test_sasrec_uses_the_given_history(sasrec, cyclic_split) -> None:
 
 
 def test_sampled_softmax_also_learns(cyclic_split) -> None:
-    model = SASRec(
-        hidden=32,
-        layers=1,
-        heads=1,
-        dropout=0.0,
-        max_len=10,
-        epochs=30,
-        patience=5,
-        batch_size=64,
-        lr=5e-3,
-        loss="sampled",
-        n_negatives=8,
-        progress=False,
-    )
+    model = SASRec(**TINY_SASREC, loss="sampled", n_negatives=8)
     model.fit(cyclic_split.train, cyclic_split.valid)
     assert evaluate(model, cyclic_split, "test", ks=(1,)).summary()["HR@1"] > 0.8
 

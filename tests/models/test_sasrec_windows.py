@@ -11,7 +11,7 @@ from llmboost.data.interactions import Interactions
 from llmboost.models import SASRec
 from llmboost.models.sasrec import _training_windows
 from llmboost.splitting import leave_one_out
-from tests.factories import cyclic_sequences
+from tests.factories import TINY_SASREC, cyclic_sequences
 
 
 def _events(lengths: list[int], n_items: int = 500) -> Interactions:
@@ -51,18 +51,6 @@ def test_all_windows_trains_and_rejects_unknown_settings() -> None:
         SASRec(train_on="everything")
     torch.set_num_threads(1)
     split = leave_one_out(cyclic_sequences())
-    model = SASRec(
-        hidden=32,
-        layers=1,
-        heads=1,
-        dropout=0.0,
-        max_len=4,
-        epochs=30,
-        patience=5,
-        batch_size=64,
-        lr=5e-3,
-        train_on="all_windows",
-        progress=False,
-    )
+    model = SASRec(**(TINY_SASREC | {"max_len": 4}), train_on="all_windows")
     model.fit(split.train, split.valid)
     assert model.best_valid_ndcg_ is not None and model.best_valid_ndcg_ > 0.9
