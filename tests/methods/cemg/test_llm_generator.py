@@ -78,21 +78,9 @@ def test_lora_llm_generator_reloads_with_its_tokens_and_never_returns_invalid_it
 
     train, ids = _data()
     out = tmp_path / "lora"
-    model = LLMGenerativeRecommender(
-        ids.codes,
-        ids.sizes,
-        model=tiny_llm,
-        max_history=4,
-        examples=120,
-        epochs=3,
-        lr=1e-2,
-        batch_tokens=512,
-        beam=8,
-        method="lora",
-        lora_r=4,
-        progress=False,
-        output_dir=out,
-    ).fit(train)
+    settings = dict(model=tiny_llm, max_history=4, examples=120, epochs=3, lr=1e-2, batch_tokens=512, beam=8)
+    settings |= dict(method="lora", lora_r=4, progress=False, output_dir=out)
+    model = LLMGenerativeRecommender(ids.codes, ids.sizes, **settings).fit(train)
     assert (out / "adapter_config.json").is_file()  # a PEFT adapter, saved with its tokenizer
     log = read_training_log(out)
     assert log["method"] == "lora" and log["new_tokens"][-1] == NEXT
@@ -115,21 +103,7 @@ def test_lora_llm_generator_reloads_with_its_tokens_and_never_returns_invalid_it
     raw = model.generate([train.history(u) for u in users], beam=8)
     assert (raw >= 0).all()  # every beam of every user is a valid ID (30 items, beam 8)
 
-    again = LLMGenerativeRecommender(
-        ids.codes,
-        ids.sizes,
-        model=tiny_llm,
-        max_history=4,
-        examples=120,
-        epochs=3,
-        lr=1e-2,
-        batch_tokens=512,
-        beam=8,
-        method="lora",
-        lora_r=4,
-        progress=False,
-        output_dir=out,
-    ).fit(train)  # same settings: reuses the fine-tune
+    again = LLMGenerativeRecommender(ids.codes, ids.sizes, **settings).fit(train)  # same settings: reuses the fine-tune
     assert json.loads((out / "cemg_llm.json").read_text())["method"] == "lora"
     np.testing.assert_array_equal(again.recommend(users[:20], k=8, history=train)[0], items[:20])
 
