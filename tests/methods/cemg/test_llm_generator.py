@@ -85,6 +85,8 @@ def test_lora_llm_generator_reloads_with_its_tokens_and_never_returns_invalid_it
     log = read_training_log(out)
     assert log["method"] == "lora" and log["new_tokens"][-1] == NEXT
     assert log["epoch_losses"][-1] < log["epoch_losses"][0]
+    # precision "auto" resolves to float32 in the test suite (LLMBOOST_PRECISION=fp32, tests/conftest.py)
+    assert model.training_log_["precision"] == "fp32" and model.llm_.dtype == torch.float32
     tokenizer = model.llm_.tokenizer
     assert len(tokenizer) == 3 + sum(ids.sizes) + 1  # one token per code of each level, plus <next>
     rows = model.llm_.model.get_input_embeddings().weight[
@@ -131,5 +133,7 @@ def test_full_llm_generator_and_bad_settings(tiny_llm: str, tmp_path: Path) -> N
     assert items[items >= 0].max() < train.n_items and (items >= 0).any()
     with pytest.raises(ValueError, match="method"):
         LLMGenerativeRecommender(ids.codes, ids.sizes, method="qlora")
+    with pytest.raises(ValueError, match="precision"):
+        LLMGenerativeRecommender(ids.codes, ids.sizes, precision="int4")
     with pytest.raises(ValueError, match="code tokens"):
         LLMGenerativeRecommender(ids.codes, ids.sizes).load(tiny_llm)

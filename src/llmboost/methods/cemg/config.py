@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmboost.config import ConfigError, apply_overrides, from_mapping, merge_mapping, read_config_file, to_dict
+from llmboost.llm.precision import PRECISIONS
 
 DEFAULT_VARIANTS = ("sasrec", "tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")
 VARIANTS = (*DEFAULT_VARIANTS, "cemg_llm")  #: cemg_llm: the LLM generator on CEMG's IDs (slow on CPU)
@@ -88,6 +89,7 @@ class GeneratorConfig:
     llm_method: str = "full"  #: full (every weight) | lora (rank-llm_lora_r adapters + the new code-token rows)
     llm_lora_r: int = 16  #: LoRA rank when llm_method = lora
     llm_batch_tokens: int = 2048  #: tokens per fine-tuning step (packed examples)
+    llm_precision: str = "auto"  #: auto (bf16 only where native) | fp32 | bf16 | fp16, training and generation
 
 
 @dataclass
@@ -199,6 +201,10 @@ def validate(config: CEMGConfig) -> None:
         raise ConfigError(f"generator.kind must be 'transformer' or 'llm', not {config.generator.kind!r}")
     if config.generator.llm_method not in ("full", "lora"):
         raise ConfigError(f"generator.llm_method must be 'full' or 'lora', not {config.generator.llm_method!r}")
+    if config.generator.llm_precision not in PRECISIONS:
+        raise ConfigError(
+            f"generator.llm_precision must be one of {list(PRECISIONS)}, not {config.generator.llm_precision!r}"
+        )
     if config.features.collab_model not in ("sasrec", "bprmf"):
         raise ConfigError(f"features.collab_model must be 'sasrec' or 'bprmf', not {config.features.collab_model!r}")
     if config.rqvae.levels < 1 or config.rqvae.codebook_size < 2:

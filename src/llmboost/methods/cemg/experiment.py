@@ -324,6 +324,7 @@ def _run_variant(
             beam=g.beam,
             method=g.llm_method,
             lora_r=g.llm_lora_r,
+            precision=g.llm_precision,
             seed=seed,
             progress=progress,
             output_dir=stage_dir / "llm",

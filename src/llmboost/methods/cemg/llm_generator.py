@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from llmboost.data.interactions import Interactions
+from llmboost.llm.precision import normalize_precision, precision_name, resolve_precision
 from llmboost.llm.prompts import PromptTemplate
 from llmboost.methods.cemg.trie import SemanticIDTrie
 from llmboost.models.base import Recommender
@@ -120,7 +121,9 @@ class TrieLogitsProcessor:
 
 class LLMGenerativeRecommender(Recommender):
     """Causal-LM generator over semantic IDs (list-only, ``ranks_only``); ``method`` is ``"full"`` or
-    ``"lora"`` fine-tuning. ``model`` is any core model setting (built-in name, folder, Hub id)."""
+    ``"lora"`` fine-tuning. ``model`` is any core model setting (built-in name, folder, Hub id); ``precision``
+    (``auto`` | ``fp32`` | ``bf16`` | ``fp16``) is used for fine-tuning and generation alike, ``auto`` picking
+    bfloat16 only where the device runs it natively (:mod:`llmboost.llm.precision`)."""
 
     name: ClassVar[str] = "cemg_llm"
     ranks_only: ClassVar[bool] = True
@@ -142,6 +145,7 @@ class LLMGenerativeRecommender(Recommender):
         progress: bool = True,
         output_dir: str | Path | None = None,
         generation_batch: int = 8,
+        precision: str = "auto",
     ) -> None:
         self.codes = np.asarray(codes, dtype=np.int64)
         self.sizes = list(sizes)
@@ -158,6 +162,8 @@ class LLMGenerativeRecommender(Recommender):
         self.progress = progress
         self.output_dir = output_dir
         self.generation_batch = generation_batch
+        self.precision = precision
+        normalize_precision(precision)  # raises ValueError naming the accepted settings
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         if self.codes.ndim != 2 or self.codes.shape[1] != len(self.sizes):
@@ -202,6 +208,7 @@ class LLMGenerativeRecommender(Recommender):
             for k, v in self.get_params().items()
             if k not in ("codes", "progress", "output_dir", "generation_batch")
         }
+        params["precision"] = precision_name(resolve_precision(self.precision))  # "auto" as resolved here
         blob = json.dumps(
             [
                 params,
@@ -243,7 +250,7 @@ class LLMGenerativeRecommender(Recommender):
                 lr=self.lr,
                 batch_tokens=self.batch_tokens,
                 seed=self.seed,
-                precision="fp32",
+                precision=self.precision,
                 log_every=0,
                 new_tokens=self.new_tokens,
                 pack_length=256,
@@ -255,6 +262,7 @@ class LLMGenerativeRecommender(Recommender):
             k: log.get(k)
             for k in (
                 "method",
+                "precision",
                 "steps",
                 "examples",
                 "trainable_params",
@@ -271,7 +279,7 @@ class LLMGenerativeRecommender(Recommender):
         """Load a fine-tuned folder (full checkpoint or LoRA adapter with its tokenizer) for generation."""
         from llmboost.llm.hf import HFModel
 
-        self.llm_ = HFModel(str(path), precision="fp32", batch_size=max(self.generation_batch, 1))
+        self.llm_ = HFModel(str(path), precision=self.precision, batch_size=max(self.generation_batch, 1))
         tokenizer = self.llm_.tokenizer
         missing = [t for t in (NEXT, code_token(0, 0)) if t not in tokenizer.get_vocab()]
         if missing:
