@@ -116,6 +116,27 @@ def test_user_item_csr_counts_repeats_once_with_sorted_rows() -> None:
     assert m.has_canonical_format
     assert all(np.all(np.diff(m.indices[m.indptr[u] : m.indptr[u + 1]]) > 0) for u in range(data.n_users))
     np.testing.assert_array_equal(m.toarray(), dense)
+    csc = data.csc()  # the column layout: each item's users ascending, the same matrix
+    assert csc.has_canonical_format
+    np.testing.assert_array_equal(csc.toarray(), dense)
+
+
+def test_neighbor_matrix_compiled_and_numpy_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving matrix holds exactly the table's non-padding entries, with or without the compiled kernel
+    (padding anywhere in a row, not only at its end)."""
+    import llmboost.models.neighbors as neighbors
+
+    ids = np.array([[2, 1, -1], [-1, -1, -1], [0, -1, 2]])
+    scores = np.array([[0.9, 0.5, 0.0], [0.0, 0.0, 0.0], [0.7, 0.0, 0.2]], np.float32)
+    dense = np.zeros((3, 3), np.float32)
+    for row, col in zip(*np.nonzero(ids >= 0), strict=True):
+        dense[row, ids[row, col]] = scores[row, col]
+    got = [neighbors.neighbor_matrix(ids, scores, 3)]
+    monkeypatch.setattr(neighbors, "compiled_kernels", lambda: None)
+    got.append(neighbors.neighbor_matrix(ids, scores, 3))
+    for m in got:
+        assert m.nnz == 4 and m.dtype == np.float32
+        np.testing.assert_array_equal(m.toarray(), dense)
 
 
 @pytest.mark.parametrize("iuf", [False, True])

@@ -77,14 +77,18 @@ class Interactions:
         """Users with at least one event."""
         return np.flatnonzero(self.user_counts() > 0)
 
-    def csr(self) -> sp.csr_matrix:
-        """Binary users x items matrix (repeat events count once), built through the CSC: the events are sorted
-        by user, so each item's users come out ascending and only repeats are summed (no per-row index sort,
-        which dominated building the CSR directly from time-ordered rows)."""
+    def csc(self) -> sp.csc_matrix:
+        """Binary users x items matrix in column layout (repeat events count once): the events are sorted by
+        user, so each item's users come out ascending with no index sort."""
         data = np.ones(len(self), dtype=np.float32)
-        m = sp.csc_matrix((data, (self.users, self.items)), shape=(self.n_users, self.n_items)).tocsr()
+        m = sp.csc_matrix((data, (self.users, self.items)), shape=(self.n_users, self.n_items))
         m.data[:] = 1.0
         return m
+
+    def csr(self) -> sp.csr_matrix:
+        """Binary users x items matrix (repeat events count once), built through :meth:`csc` (no per-row index
+        sort, which dominated building the CSR directly from time-ordered rows); each row's items ascend."""
+        return self.csc().tocsr()
 
     def select(self, mask: np.ndarray) -> Interactions:
         """The events where ``mask`` is true, in the same id spaces."""

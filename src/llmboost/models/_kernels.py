@@ -15,6 +15,8 @@ Swing (:func:`swing_top_k`), the user-pair formulation of :mod:`llmboost.models.
 The work is ``sum_i C(|U_i|, 2)`` overlap counts, ``sum_p |I_u ∩ I_v|^2`` additions (once per pair, instead of
 re-intersecting a pair for every item it shares, as the straightforward triple loop does) and the blocks' rows.
 
+Every neighbour model builds its serving matrix with :func:`compact_rows`.
+
 ItemCF (:func:`itemcf_top_k`): per item ``i`` the co-occurrence row ``sum_u w_u r_ui r_uj`` over the users of
 ``i``, divided by ``sqrt(n_i n_j) + shrink``, and its top-``k`` (the per-row heap of implicit's
 ``CosineRecommender``, without materialising the sparse product).
@@ -310,3 +312,21 @@ def itemcf_top_k(
             acc[j] = acc[j] / denom if denom > 0 else 0.0
         _row_top_k(i, touched, n_touched, acc, ids, vals, k)
     return ids, vals
+
+
+@numba.njit(cache=True)
+def compact_rows(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays ``(indptr, indices, data)`` of a padded neighbour table (``-1`` entries dropped; branch-free)."""
+    n_rows, k = ids.shape
+    indptr = np.zeros(n_rows + 1, np.int64)
+    indices = np.empty(n_rows * k + 1, np.int32)  # + 1: a dropped last entry is written one past the kept ones
+    data = np.empty(n_rows * k + 1, scores.dtype)
+    at = 0
+    for row in range(n_rows):
+        for c in range(k):
+            j = ids[row, c]
+            indices[at] = j
+            data[at] = scores[row, c]
+            at += j >= 0
+        indptr[row + 1] = at
+    return indptr, indices[:at], data[:at]

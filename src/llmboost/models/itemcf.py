@@ -48,7 +48,7 @@ class ItemCF(ItemToItemRecommender):
     def _similarities(self, train: Interactions, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self.method not in ("auto", "numba", "numpy"):
             raise ValueError(f"method must be 'auto', 'numba' or 'numpy', got {self.method!r}")
-        r = self._user_item(train, weights)
+        r, csc = self._user_item(train, weights)
         degree = np.diff(r.indptr).astype(np.float64)
         w = (1.0 / np.log1p(np.maximum(degree, 1.0))) if self.iuf else np.ones(r.shape[0])
         norms = np.sqrt(np.asarray(r.sum(axis=0)).ravel()).astype(np.float32)
@@ -59,7 +59,6 @@ class ItemCF(ItemToItemRecommender):
         if method == "numba":
             kernels = require("llmboost.models._kernels", "fast")
             bar = self._bar(n, "itemcf neighbours")
-            csc = r.tocsc()
             ids, vals = kernels.itemcf_top_k(
                 csc.indptr.astype(np.int64),
                 csc.indices.astype(np.int64),

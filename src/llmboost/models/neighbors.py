@@ -13,7 +13,9 @@ gets a sensible list, and the neighbour order is never changed.
 
 from __future__ import annotations
 
+import importlib.util
 from abc import abstractmethod
+from types import ModuleType
 from typing import Any, Self
 
 import numpy as np
@@ -84,10 +86,23 @@ def sparse_top_k(
     return ids, vals
 
 
+def compiled_kernels() -> ModuleType | None:
+    """:mod:`llmboost.models._kernels` where numba is installed (the ``fast`` extra), else None."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    from llmboost.models import _kernels
+
+    return _kernels
+
+
 def neighbor_matrix(neighbors: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
     """The ``n_items x n_items`` sparse similarity matrix holding only each row's top-K neighbours (built
     straight from the padded table: each row's ids are distinct, so no duplicate summing is needed; the rows
     keep the table's best-first order, which the product in :meth:`neighbor_scores` does not need sorted)."""
+    kernels = compiled_kernels()
+    if kernels is not None:
+        indptr, indices, data = kernels.compact_rows(neighbors, scores)
+        return sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
     keep = neighbors >= 0
     indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
     return sp.csr_matrix((scores[keep], neighbors[keep], indptr), shape=(n_items, n_items))
@@ -151,17 +166,20 @@ class ItemToItemRecommender(Recommender):
         self.popularity_ = pop / (pop.max() + 1.0) if len(pop) else pop
 
     @staticmethod
-    def _user_item(train: Interactions, weights: np.ndarray | None) -> sp.csr_matrix:
-        """Users x items matrix, 1 (or the event's weight, the largest for repeats) per consumed item."""
+    def _user_item(train: Interactions, weights: np.ndarray | None) -> tuple[sp.csr_matrix, sp.csc_matrix]:
+        """Users x items matrix, 1 (or the event's weight, the largest for repeats) per consumed item, in row
+        and column layout (each row's items and each column's users ascending); the kernels walk both."""
+        shape = (train.n_users, train.n_items)
         if weights is None:
-            return train.csr()
-        # the largest weight per (user, item)
-        key = train.users.astype(np.int64) * train.n_items + train.items
-        order = np.lexsort((-weights, key))
-        first = np.ones(len(order), bool)
-        first[1:] = key[order][1:] != key[order][:-1]
-        sel = order[first]
-        return sp.csr_matrix((weights[sel], (train.users[sel], train.items[sel])), shape=(train.n_users, train.n_items))
+            csc = train.csc()
+        else:  # the largest weight per (user, item)
+            key = train.users.astype(np.int64) * train.n_items + train.items
+            order = np.lexsort((-weights, key))
+            first = np.ones(len(order), bool)
+            first[1:] = key[order][1:] != key[order][:-1]
+            sel = order[first]
+            csc = sp.csc_matrix((weights[sel], (train.users[sel], train.items[sel])), shape=shape)
+        return csc.tocsr(), csc
 
     # ------------------------------------------------------------------ serving
     def recent_matrix(self, users: np.ndarray, history: Interactions) -> sp.csr_matrix:

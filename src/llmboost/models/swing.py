@@ -70,11 +70,11 @@ class Swing(ItemToItemRecommender):
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        r = self._user_item(train, weights)
+        r, csc = self._user_item(train, weights)
         degree = np.diff(r.indptr).astype(np.float64)
         w_user = np.where(degree > 0, np.maximum(degree, 1.0) ** -self.user_power, 0.0)
         method = self.method
-        if self.max_item_users is not None and np.diff(r.tocsc().indptr).max(initial=0) > self.max_item_users:
+        if self.max_item_users is not None and np.diff(csc.indptr).max(initial=0) > self.max_item_users:
             method = "items"  # sampling each item's users is a per-item operation
         elif method == "auto":
             # pair loops do sum_p |I_u ∩ I_v|^2 work: cheap on sparse catalogs, heavy where users share tens of
@@ -83,20 +83,20 @@ class Swing(ItemToItemRecommender):
             has_numba = importlib.util.find_spec("numba") is not None
             method = "numba" if sparse_data and has_numba else "pairs" if sparse_data else "items"
         if method == "numba":
-            return self._compiled(r, w_user, weights is not None)
+            return self._compiled(r, csc, w_user, weights is not None)
         if method == "pairs":
             return self._user_pairs(r, w_user)
-        return self._per_item(r, w_user.astype(np.float32), weights is not None)
+        return self._per_item(r, csc, w_user.astype(np.float32), weights is not None)
 
-    def _compiled(self, r: sp.csr_matrix, w_user: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _compiled(
+        self, r: sp.csr_matrix, csc: sp.csc_matrix, w_user: np.ndarray, weighted: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The user-pair formulation as compiled loops (:mod:`llmboost.models._kernels`); ``weighted``: ``r``
         holds event weights (else ones, which the kernels then skip)."""
         kernels = require("llmboost.models._kernels", "fast")
         n = r.shape[1]
         bar = self._bar(n, "swing neighbours")
-        r = r.tocsr()
-        r.sort_indices()
-        csc = r.tocsc()  # each item's users ascending (the kernel walks them with a cursor)
+        # r: each user's items ascending; csc: each item's users ascending (the kernel walks them with a cursor)
         ids, vals = kernels.swing_top_k(
             r.indptr,
             r.indices,
@@ -149,12 +149,13 @@ class Swing(ItemToItemRecommender):
         bar.close()
         return ids, vals
 
-    def _per_item(self, r: sp.csr_matrix, w_user: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _per_item(
+        self, r: sp.csr_matrix, r_csc: sp.csc_matrix, w_user: np.ndarray, weighted: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per item ``i`` (used when ``max_item_users`` samples each item's users): with ``A`` the dense
         (|U_i| x |J_i|) block of ``U_i``'s rows over the items they touch, ``O = B B^T`` the users' overlaps
         (B = binary A), ``K = w w^T / (alpha + O)`` with a zero diagonal, ``sim(i, J_i) = 1/2 * column sums of
         ((K ∘ r_i r_i^T) A) ∘ A``."""
-        r_csc = r.tocsc()
         rng = np.random.default_rng(self.seed)
         n = r.shape[1]
         ids = np.full((n, self.k), -1, np.int64)
