@@ -35,7 +35,7 @@ test: $(STAMP) $(SERVER_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # Backbone benchmark (docs/benchmarks.md): per-epoch validation curves of llmboost, RecBole 1.2.1 and
 # implicit on MovieLens-100K, 1 thread each, then the time-to-equal-accuracy table and plots.

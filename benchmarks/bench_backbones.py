@@ -162,7 +162,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["sasrec", "bprmf"], choices=list(RECBOLE_MODELS))
     parser.add_argument("--recbole-python", default=None, help="Python of an environment with recbole==1.2.1.")
     parser.add_argument(
-        "--recbole-epochs", nargs=2, type=int, default=[1, 300], metavar=("SASREC", "BPRMF"),
+        "--recbole-epochs",
+        nargs=2,
+        type=int,
+        default=[1, 300],
+        metavar=("SASREC", "BPRMF"),
         help="Max epochs RecBole trains SASRec and BPR (its SASRec takes minutes per epoch: timing only).",
     )
     parser.add_argument("--llmboost-epochs", type=int, default=200, help="Max epochs (early stopping on).")
@@ -229,6 +233,7 @@ def _summarize(runs: list[dict]) -> dict:
         out[f"{key}_std"] = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
     out["runs"] = runs
     return out
+
 
 if __name__ == "__main__":
     main()

@@ -45,16 +45,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="users per generation/scoring batch")
     parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--rq-epochs", type=int, default=50)
-    parser.add_argument("--generator-epochs", type=int, default=1,
-                        help="0 skips training the generator (latency does not depend on it)")
+    parser.add_argument(
+        "--generator-epochs", type=int, default=1, help="0 skips training the generator (latency does not depend on it)"
+    )
     parser.add_argument("--cache", default=str(ROOT / ".cache" / "embeddings"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = preset("cpu")
-    out: dict = {"dataset": args.dataset, "threads": args.threads, "beam": args.beam, "batch": args.batch,
-                 "machine": platform.processor() or platform.machine(),
-                 "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                          cwd=ROOT).stdout.strip()}
+    out: dict = {
+        "dataset": args.dataset,
+        "threads": args.threads,
+        "beam": args.beam,
+        "batch": args.batch,
+        "machine": platform.processor() or platform.machine(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+    }
     dataset = load_dataset(str(SHARED / args.dataset))
     split = leave_one_out(dataset)
     out["items"], out["users_total"] = dataset.n_items, dataset.n_users
@@ -64,24 +71,42 @@ def main() -> None:
     out["peak_rss_mib_after_text"] = peak_rss_mib()
 
     r = config.rqvae
-    rq = RQVAE(r.levels, r.codebook_size, r.latent_dim, r.hidden, args.rq_epochs, r.batch_size, r.lr, r.beta,
-               seed=0).fit(text.values)
-    out["rqvae"] = {"epochs": args.rq_epochs, "fit_seconds": rq.fit_seconds_,
-                    "seconds_per_epoch": rq.fit_seconds_ / args.rq_epochs, "levels": r.levels,
-                    "codebook_size": r.codebook_size}
+    rq = RQVAE(
+        r.levels, r.codebook_size, r.latent_dim, r.hidden, args.rq_epochs, r.batch_size, r.lr, r.beta, seed=0
+    ).fit(text.values)
+    out["rqvae"] = {
+        "epochs": args.rq_epochs,
+        "fit_seconds": rq.fit_seconds_,
+        "seconds_per_epoch": rq.fit_seconds_ / args.rq_epochs,
+        "levels": r.levels,
+        "codebook_size": r.codebook_size,
+    }
     ids = SemanticIDs.build(rq.encode(text.values), r.codebook_size, r.max_dedup)
     out["rqvae"]["collision_rate"] = ids.stats["collision_rate"]
     out["rqvae"]["utilisation"] = [lvl["utilisation"] for lvl in ids.stats["levels"]]
     out["peak_rss_mib_after_rqvae"] = peak_rss_mib()
 
     g = config.generator
-    generator = GenerativeRecommender(ids.codes, ids.sizes, g.d_model, g.layers, g.heads, g.ff, g.dropout,
-                                      g.max_history, targets_per_user=1, epochs=args.generator_epochs, beam=args.beam,
-                                      progress=False).fit(split.train)
+    generator = GenerativeRecommender(
+        ids.codes,
+        ids.sizes,
+        g.d_model,
+        g.layers,
+        g.heads,
+        g.ff,
+        g.dropout,
+        g.max_history,
+        targets_per_user=1,
+        epochs=args.generator_epochs,
+        beam=args.beam,
+        progress=False,
+    ).fit(split.train)
     sasrec = build("sasrec", epochs=1, progress=False).fit(split.train)
     if generator.history_:
-        out["generator_epoch"] = {"examples": int(split.train.active_users().size),
-                                  "seconds": generator.history_[0]["train_seconds"]}
+        out["generator_epoch"] = {
+            "examples": int(split.train.active_users().size),
+            "seconds": generator.history_[0]["train_seconds"],
+        }
     out["sasrec_epoch_seconds"] = sasrec.history_[0]["train_seconds"]
     history = split.history("test")
     users = split.test.active_users()[: args.users]
@@ -96,10 +121,12 @@ def main() -> None:
         return best / len(users)
 
     out["generation_ms_per_user"] = 1000 * time_it(
-        lambda batch: generator.recommend(batch, k=10, history=history, batch_size=args.batch))
+        lambda batch: generator.recommend(batch, k=10, history=history, batch_size=args.batch)
+    )
     out["peak_rss_mib_after_generation"] = peak_rss_mib()
-    out["sasrec_ms_per_user"] = 1000 * time_it(lambda batch: sasrec.recommend(batch, k=10, history=history,
-                                                                               batch_size=args.batch))
+    out["sasrec_ms_per_user"] = 1000 * time_it(
+        lambda batch: sasrec.recommend(batch, k=10, history=history, batch_size=args.batch)
+    )
     out["ratio_generation_to_sasrec"] = out["generation_ms_per_user"] / out["sasrec_ms_per_user"]
     out["goal_ratio"] = 20.0
     out["peak_rss_mib"] = peak_rss_mib()

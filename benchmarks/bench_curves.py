@@ -33,8 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "movielens-100k"
 # Architecture of llmboost's SASRec (feed-forward width = hidden, dropout 0.2 since 2026-12-01 05:30 UTC; the
 # RecBole "same" run of 2026-12-01 used 0.3, the default of the llmboost curves it is compared with).
-SAME_SASREC = {"hidden_size": 64, "inner_size": 64, "n_layers": 2, "n_heads": 2, "hidden_dropout_prob": 0.2,
-               "attn_dropout_prob": 0.2, "MAX_ITEM_LIST_LENGTH": 50}
+SAME_SASREC = {
+    "hidden_size": 64,
+    "inner_size": 64,
+    "n_layers": 2,
+    "n_heads": 2,
+    "hidden_dropout_prob": 0.2,
+    "attn_dropout_prob": 0.2,
+    "MAX_ITEM_LIST_LENGTH": 50,
+}
 
 
 def _commit() -> str:
@@ -60,10 +67,17 @@ class _Emit:
         self.args, self.train_seconds, self.cpu_seconds, self.epoch = args, 0.0, 0.0, 0
         self.last_epoch_wall, self.mark = 0.0, time.time()
         self.best, self.stale = -1.0, 0
-        self.base = {"system": args.system, "model": args.model, "setting": args.setting, "lr": args.lr,
-                     "dropout": args.dropout,
-                     "seed": args.seed,
-                     "threads": args.threads, "commit": _commit(), "command": " ".join(sys.argv)}
+        self.base = {
+            "system": args.system,
+            "model": args.model,
+            "setting": args.setting,
+            "lr": args.lr,
+            "dropout": args.dropout,
+            "seed": args.seed,
+            "threads": args.threads,
+            "commit": _commit(),
+            "command": " ".join(sys.argv),
+        }
 
     def __call__(self, seconds: float, ndcg: float, eval_seconds: float, cpu_seconds: float) -> bool:
         """Record one epoch (wall and process-CPU training seconds); True when the run should stop (flat
@@ -77,10 +91,15 @@ class _Emit:
             self.best, self.stale = ndcg, 0
         else:
             self.stale += 1
-        row = self.base | {"epoch": self.epoch, "train_seconds": self.train_seconds,
-                           "train_cpu_seconds": self.cpu_seconds, "valid_ndcg@10": ndcg,
-                           "eval_seconds": eval_seconds, "peak_rss_gib": resource.getrusage(
-                               resource.RUSAGE_SELF).ru_maxrss / 2**20, "utc": time.strftime("%H:%M:%S", time.gmtime())}
+        row = self.base | {
+            "epoch": self.epoch,
+            "train_seconds": self.train_seconds,
+            "train_cpu_seconds": self.cpu_seconds,
+            "valid_ndcg@10": ndcg,
+            "eval_seconds": eval_seconds,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "utc": time.strftime("%H:%M:%S", time.gmtime()),
+        }
         with open(self.args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
@@ -102,9 +121,10 @@ def run_llmboost(args: argparse.Namespace, split, emit: _Emit) -> None:
     done = {"epochs": 0, "stop": False}
 
     def flush() -> None:  # write every epoch `fit` has recorded so far
-        for h in getattr(model, "history_", [])[done["epochs"]:]:
-            done["stop"] = emit(h["train_seconds"], h["valid_NDCG@10"], h["eval_seconds"],
-                                h["train_cpu_seconds"]) or done["stop"]
+        for h in getattr(model, "history_", [])[done["epochs"] :]:
+            done["stop"] = (
+                emit(h["train_seconds"], h["valid_NDCG@10"], h["eval_seconds"], h["train_cpu_seconds"]) or done["stop"]
+            )
             done["epochs"] += 1
 
     original = evaluation.evaluate_targets
@@ -130,8 +150,9 @@ def run_implicit(args: argparse.Namespace, split, emit: _Emit) -> None:
 
     train = split.train
     matrix = sp.csr_matrix((np.ones(len(train)), (train.users, train.items)), shape=(train.n_users, train.n_items))
-    model = BayesianPersonalizedRanking(factors=args.factors, num_threads=args.threads, random_state=args.seed,
-                                        iterations=args.epochs)
+    model = BayesianPersonalizedRanking(
+        factors=args.factors, num_threads=args.threads, random_state=args.seed, iterations=args.epochs
+    )
 
     class Scorer:
         ranks_only = False
@@ -177,11 +198,19 @@ def run_recbole(args: argparse.Namespace, split, emit: _Emit) -> None:
             f.write(f"{u}\t{i}\t{t}\n")
     os.chdir(folder)
     model_name = "SASRec" if args.model == "sasrec" else "BPR"
-    settings = {"data_path": str(folder), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-                "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-                "metrics": ["NDCG"], "topk": [10], "valid_metric": "NDCG@10", "epochs": args.epochs,
-                "use_gpu": False, "show_progress": False, "checkpoint_dir": str(folder / "saved"),
-                "seed": args.seed}
+    settings = {
+        "data_path": str(folder),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        "metrics": ["NDCG"],
+        "topk": [10],
+        "valid_metric": "NDCG@10",
+        "epochs": args.epochs,
+        "use_gpu": False,
+        "show_progress": False,
+        "checkpoint_dir": str(folder / "saved"),
+        "seed": args.seed,
+    }
     if args.model == "sasrec":
         settings |= {"train_neg_sample_args": None, "loss_type": "CE"}
         if args.setting == "same":
@@ -235,16 +264,18 @@ def _deadline(text: str) -> float:
         return float(text)
     hours, minutes = (int(x) for x in text.split(":"))
     today = time.gmtime()
-    return float(time.mktime((today.tm_year, today.tm_mon, today.tm_mday, hours, minutes, 0, 0, 0, 0))
-                 - time.timezone)
+    return float(time.mktime((today.tm_year, today.tm_mon, today.tm_mday, hours, minutes, 0, 0, 0, 0)) - time.timezone)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", choices=["llmboost", "recbole", "implicit"], required=True)
     parser.add_argument("--model", choices=["sasrec", "bprmf"], required=True)
-    parser.add_argument("--setting", default="default",
-                        help="llmboost SASRec: last_window | all_windows; RecBole SASRec: default | same")
+    parser.add_argument(
+        "--setting",
+        default="default",
+        help="llmboost SASRec: last_window | all_windows; RecBole SASRec: default | same",
+    )
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--patience", type=int, default=10, help="Stop after this many epochs without gain.")
     parser.add_argument("--factors", type=int, default=64)
@@ -252,9 +283,12 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=None, help="llmboost SASRec only (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--deadline", default="0",
-                        help="Unix time, or UTC HH:MM today, by which the run ends: no epoch starts that "
-                             "would end later (judged by the previous epoch's wall time).")
+    parser.add_argument(
+        "--deadline",
+        default="0",
+        help="Unix time, or UTC HH:MM today, by which the run ends: no epoch starts that "
+        "would end later (judged by the previous epoch's wall time).",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "curves.jsonl")
     args = parser.parse_args()
     args.out = args.out.resolve()

@@ -69,17 +69,36 @@ def run_llmboost(
 
     with tempfile.TemporaryDirectory() as tmp:
         t0, c0 = time.perf_counter(), time.process_time()
-        out = finetune(setting, examples, tmp, r=16, epochs=1, batch_tokens=2048, pack_length=pack_length,
-                       precision="fp32", seed=seed, log_every=0)
+        out = finetune(
+            setting,
+            examples,
+            tmp,
+            r=16,
+            epochs=1,
+            batch_tokens=2048,
+            pack_length=pack_length,
+            precision="fp32",
+            seed=seed,
+            log_every=0,
+        )
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         log = read_training_log(out)
         model = HFModel(setting, adapter=str(out), precision="fp32")
         loss = held_out_loss(model.model, eval_tok, pad_id)
-    return {"system": "llmboost", "pack_length": pack_length, "tokens": log["train_tokens"],
-            "train_seconds": log["train_seconds"],
-            "tokens_per_s": log["tokens_per_s"], "steps": log["steps"], "wall_seconds_incl_load": wall,
-            "cpu_seconds_incl_load": cpu, "tokens_per_cpu_s": log["train_tokens"] / cpu,
-            "train_loss_first": log["losses"][0], "train_loss_last": log["losses"][-1], "held_out_loss": loss}
+    return {
+        "system": "llmboost",
+        "pack_length": pack_length,
+        "tokens": log["train_tokens"],
+        "train_seconds": log["train_seconds"],
+        "tokens_per_s": log["tokens_per_s"],
+        "steps": log["steps"],
+        "wall_seconds_incl_load": wall,
+        "cpu_seconds_incl_load": cpu,
+        "tokens_per_cpu_s": log["train_tokens"] / cpu,
+        "train_loss_first": log["losses"][0],
+        "train_loss_last": log["losses"][-1],
+        "held_out_loss": loss,
+    }
 
 
 def run_trl(folder: str, tokenized: list[Any], eval_tok: list[Any], pad_id: int, seed: int) -> dict[str, Any]:
@@ -98,24 +117,48 @@ def run_trl(folder: str, tokenized: list[Any], eval_tok: list[Any], pad_id: int,
     lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = trl.SFTConfig(
-            output_dir=tmp, per_device_train_batch_size=1, max_length=2048, packing=True, packing_strategy="bfd",
-            completion_only_loss=True, num_train_epochs=1, learning_rate=2e-4, lr_scheduler_type="linear",
-            warmup_steps=0.05, max_grad_norm=1.0, seed=seed, logging_steps=1, save_strategy="no", report_to=[],
-            use_cpu=True, dataloader_num_workers=0, bf16=False, fp16=False,
+            output_dir=tmp,
+            per_device_train_batch_size=1,
+            max_length=2048,
+            packing=True,
+            packing_strategy="bfd",
+            completion_only_loss=True,
+            num_train_epochs=1,
+            learning_rate=2e-4,
+            lr_scheduler_type="linear",
+            warmup_steps=0.05,
+            max_grad_norm=1.0,
+            seed=seed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+            bf16=False,
+            fp16=False,
         )
-        trainer = trl.SFTTrainer(model=model, args=cfg, train_dataset=data, peft_config=lora,
-                                 processing_class=tokenizer)
+        trainer = trl.SFTTrainer(
+            model=model, args=cfg, train_dataset=data, peft_config=lora, processing_class=tokenizer
+        )
         out = trainer.train()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         loss = held_out_loss(trainer.model, eval_tok, pad_id)
     tokens = sum(len(t.ids) for t in tokenized)
-    return {"system": "trl", "trl_version": trl.__version__, "tokens": tokens,
-            "train_seconds": out.metrics["train_runtime"], "tokens_per_s": tokens / out.metrics["train_runtime"],
-            "steps": trainer.state.global_step,
-            "wall_seconds_incl_load": wall, "cpu_seconds_incl_load": cpu, "tokens_per_cpu_s": tokens / cpu,
-            "train_loss_first": losses[0] if losses else None,
-            "train_loss_last": losses[-1] if losses else None, "held_out_loss": loss}
+    return {
+        "system": "trl",
+        "trl_version": trl.__version__,
+        "tokens": tokens,
+        "train_seconds": out.metrics["train_runtime"],
+        "tokens_per_s": tokens / out.metrics["train_runtime"],
+        "steps": trainer.state.global_step,
+        "wall_seconds_incl_load": wall,
+        "cpu_seconds_incl_load": cpu,
+        "tokens_per_cpu_s": tokens / cpu,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "held_out_loss": loss,
+    }
 
 
 def main() -> None:
@@ -124,8 +167,13 @@ def main() -> None:
     ap.add_argument("--train-users", type=int, default=2)
     ap.add_argument("--eval-users", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pack-length", type=int, nargs="+", default=[2048, 512],
-                    help="llmboost row lengths to run (2048 = the same batches as TRL's bfd packing)")
+    ap.add_argument(
+        "--pack-length",
+        type=int,
+        nargs="+",
+        default=[2048, 512],
+        help="llmboost row lengths to run (2048 = the same batches as TRL's bfd packing)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune-trl.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -148,8 +196,10 @@ def main() -> None:
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     tokenized = tokenize_examples(tokenizer, examples)
     eval_tok = tokenize_examples(tokenizer, eval_examples)
-    print(f"{len(examples)} train examples ({sum(len(t.ids) for t in tokenized)} tokens), "
-          f"{len(eval_examples)} held-out", flush=True)
+    print(
+        f"{len(examples)} train examples ({sum(len(t.ids) for t in tokenized)} tokens), {len(eval_examples)} held-out",
+        flush=True,
+    )
 
     from llmboost.llm import HFModel
 
@@ -161,15 +211,25 @@ def main() -> None:
         rows.append(run_llmboost(DEFAULT_MODEL, examples, eval_tok, pad_id, args.seed, pack_length))
         print(rows[-1], flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    result = {"command": "benchmarks/bench_finetune_trl.py", "commit": commit.strip(), "threads": 1,
-              "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "held_out_loss_before": base, "rows": rows,
-              "llmboost_over_trl_speed_cpu": rows[1]["tokens_per_cpu_s"] / rows[0]["tokens_per_cpu_s"],
-              "llmboost_over_trl_speed_wall": rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"]}
+    result = {
+        "command": "benchmarks/bench_finetune_trl.py",
+        "commit": commit.strip(),
+        "threads": 1,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "held_out_loss_before": base,
+        "rows": rows,
+        "llmboost_over_trl_speed_cpu": rows[1]["tokens_per_cpu_s"] / rows[0]["tokens_per_cpu_s"],
+        "llmboost_over_trl_speed_wall": rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"],
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"llmboost (rows of {args.pack_length[0]}) / TRL, tokens per CPU second: "
-          f"{result['llmboost_over_trl_speed_cpu']:.2f}x", flush=True)
+    print(
+        f"llmboost (rows of {args.pack_length[0]}) / TRL, tokens per CPU second: "
+        f"{result['llmboost_over_trl_speed_cpu']:.2f}x",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

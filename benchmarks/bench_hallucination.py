@@ -43,8 +43,12 @@ def inference(features_path: str | None, batch: int) -> dict[str, object]:
     else:  # SmolLM2-135M shapes: 30 layers x 576, 30 x 9 heads x 64
         rng = np.random.default_rng(0)
         n = 96
-        feats = Features(rng.normal(size=(n, 30, 576)).astype(np.float32),
-                         rng.normal(size=(n, 30, 9, 64)).astype(np.float32), np.zeros(n), np.full(n, 4))
+        feats = Features(
+            rng.normal(size=(n, 30, 576)).astype(np.float32),
+            rng.normal(size=(n, 30, 9, 64)).astype(np.float32),
+            np.zeros(n),
+            np.full(n, 4),
+        )
         source = "synthetic features of SmolLM2-135M's shapes"
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, len(feats))
@@ -53,8 +57,9 @@ def inference(features_path: str | None, batch: int) -> dict[str, object]:
     one, many = feats[:1], feats[:batch]
 
     def sklearn_loop(f: Features) -> np.ndarray:
-        return np.mean([ens.probes_[k].pipeline_.predict_proba(f.block(k).astype(np.float64))[:, 1]
-                        for k in ens.kept_], axis=0)
+        return np.mean(
+            [ens.probes_[k].pipeline_.predict_proba(f.block(k).astype(np.float64))[:, 1] for k in ens.kept_], axis=0
+        )
 
     def folded_loop(f: Features) -> np.ndarray:
         return np.mean([ens.probes_[k].predict_proba(f.block(k)) for k in ens.kept_], axis=0)
@@ -93,8 +98,10 @@ def main() -> None:
         previous = json.loads(out.read_text()) if out.exists() else {}
         res = inference(args.features, args.batch)
         extra = f" --features {args.features}" if args.features else ""
-        res["command"] = ("PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_hallucination.py --inference-only"
-                          f"{extra} --batch {args.batch}")
+        res["command"] = (
+            "PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_hallucination.py --inference-only"
+            f"{extra} --batch {args.batch}"
+        )
         res["commit"] = commit
         res["threads"] = 1
         previous["inference"] = res

@@ -37,9 +37,18 @@ def main() -> None:
     split = leave_one_out(load_dataset(str(ROOT.parent / "shared" / "datasets" / "movielens-100k")))
     ids = SemanticIDs.load(ROOT / "runs" / "cemg-cpu-reduced" / "movielens-100k" / "seed-0" / "cemg")
     started = time.time()
-    model = LLMGenerativeRecommender(ids.codes, ids.sizes, model="smollm2-135m-instruct", max_history=5,
-                                     examples=args.examples, epochs=1, beam=args.beam, method=method, progress=False,
-                                     output_dir=tempfile.mkdtemp(prefix="cemg-llm-smoke-"))
+    model = LLMGenerativeRecommender(
+        ids.codes,
+        ids.sizes,
+        model="smollm2-135m-instruct",
+        max_history=5,
+        examples=args.examples,
+        epochs=1,
+        beam=args.beam,
+        method=method,
+        progress=False,
+        output_dir=tempfile.mkdtemp(prefix="cemg-llm-smoke-"),
+    )
     model.fit(split.train)
     fit = time.time() - started
     history = split.history("test")
@@ -49,10 +58,19 @@ def main() -> None:
     generate = time.time() - started
     targets = split.test.select(np.isin(split.test.users, users))
     summary = evaluate_lists(model, history, targets, (5, 10), make_slices(split.train)).summary()
-    out = {"method": method, "examples": args.examples, "beam": args.beam, "training": model.training_log_,
-           "fit_seconds": fit, "loss": model.history_, "users": len(users),
-           "generate_seconds": generate, "valid_items_share": float((items >= 0).mean()),
-           "Recall@10": summary["Recall@10"], "NDCG@10": summary["NDCG@10"]}
+    out = {
+        "method": method,
+        "examples": args.examples,
+        "beam": args.beam,
+        "training": model.training_log_,
+        "fit_seconds": fit,
+        "loss": model.history_,
+        "users": len(users),
+        "generate_seconds": generate,
+        "valid_items_share": float((items >= 0).mean()),
+        "Recall@10": summary["Recall@10"],
+        "NDCG@10": summary["NDCG@10"],
+    }
     print(json.dumps(out, indent=1))
     suffix = "" if method == "full" else f"-{method}"
     path = ROOT / "benchmarks" / "results" / f"cemg-llm-smoke-movielens-100k{suffix}.json"

@@ -32,10 +32,26 @@ from llmboost.splitting import leave_one_out
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "movielens-100k"
-MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
-          "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_flash_attention_forward")
-GATHER = ("aten::embedding", "aten::index", "aten::index_select", "aten::embedding_dense_backward",
-          "aten::index_put_", "aten::_index_put_impl_", "aten::index_add_", "aten::embedding_backward")
+MATMUL = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::matmul",
+    "aten::linear",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_flash_attention_forward",
+)
+GATHER = (
+    "aten::embedding",
+    "aten::index",
+    "aten::index_select",
+    "aten::embedding_dense_backward",
+    "aten::index_put_",
+    "aten::_index_put_impl_",
+    "aten::index_add_",
+    "aten::embedding_backward",
+)
 OPTIMIZER = ("aten::_fused_adam_", "Optimizer.step", "Optimizer.zero_grad")
 
 
@@ -109,29 +125,43 @@ def main() -> None:
         eval_cpu = time.process_time() - started
     eval_shares, eval_flops, eval_top = _breakdown(prof)
     n_items, hidden = split.train.n_items, model.hidden
-    rates = matmul_rate([(128 * 50, hidden, n_items), (128 * 50, hidden, 3 * hidden), (128 * 50, n_items, hidden),
-                         (1024, 1024, 1024)])
+    rates = matmul_rate(
+        [(128 * 50, hidden, n_items), (128 * 50, hidden, 3 * hidden), (128 * 50, n_items, hidden), (1024, 1024, 1024)]
+    )
     best = max(rates.values())
     started = time.process_time()
     model.fit(split.train)  # the same epoch without the profiler, for its overhead
     plain_cpu = time.process_time() - started
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     result = {
-        "model": "sasrec", "params": model.get_params() if hasattr(model, "get_params") else params,
-        "train_on": model.train_on, "dataset": "movielens-100k", "threads": 1, "commit": commit.stdout.strip(),
+        "model": "sasrec",
+        "params": model.get_params() if hasattr(model, "get_params") else params,
+        "train_on": model.train_on,
+        "dataset": "movielens-100k",
+        "threads": 1,
+        "commit": commit.stdout.strip(),
         "cpu": "AMD EPYC (AVX2), 2 cores shared with other agents; times are process CPU seconds",
         "matmul_gflops": rates,
-        "train_epoch": {"cpu_seconds_profiled": train_cpu, "cpu_seconds_fit_epoch_unprofiled": plain_cpu,
-                        "shares": train_shares,
-                        "cpu_seconds_by_group": {k: v * train_cpu for k, v in train_shares.items()},
-                        "matmul_gflop": train_flops / 1e9,
-                        "matmul_bound_seconds": train_flops / 1e9 / best,
-                        "achieved_gflops_over_epoch": train_flops / 1e9 / train_cpu, "top_ops": train_top},
-        "validation": {"cpu_seconds_profiled": eval_cpu, "shares": eval_shares,
-                       "matmul_gflop": eval_flops / 1e9, "matmul_bound_seconds": eval_flops / 1e9 / best,
-                       "top_ops": eval_top},
+        "train_epoch": {
+            "cpu_seconds_profiled": train_cpu,
+            "cpu_seconds_fit_epoch_unprofiled": plain_cpu,
+            "shares": train_shares,
+            "cpu_seconds_by_group": {k: v * train_cpu for k, v in train_shares.items()},
+            "matmul_gflop": train_flops / 1e9,
+            "matmul_bound_seconds": train_flops / 1e9 / best,
+            "achieved_gflops_over_epoch": train_flops / 1e9 / train_cpu,
+            "top_ops": train_top,
+        },
+        "validation": {
+            "cpu_seconds_profiled": eval_cpu,
+            "shares": eval_shares,
+            "matmul_gflop": eval_flops / 1e9,
+            "matmul_bound_seconds": eval_flops / 1e9 / best,
+            "top_ops": eval_top,
+        },
         "command": "PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 5 python benchmarks/profile_sasrec.py "
-                   + (f"--train-on {args.train_on} " if args.train_on else "") + f"--out {args.out}",
+        + (f"--train-on {args.train_on} " if args.train_on else "")
+        + f"--out {args.out}",
     }
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

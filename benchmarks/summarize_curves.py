@@ -36,9 +36,10 @@ def seconds_to(curve: list[dict], level: float, clock=cpu) -> float | None:
 
 
 def table(curves: dict[tuple, list[dict]], pairs: list[tuple[tuple, tuple]]) -> str:
-    lines = ["| model | A | B | level (NDCG@10) | A CPU s | B CPU s | B / A (CPU) | A wall s | B wall s "
-             "| B / A (wall) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | A | B | level (NDCG@10) | A CPU s | B CPU s | B / A (CPU) | A wall s | B wall s | B / A (wall) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     wall = lambda r: r["train_seconds"]  # noqa: E731
     for a, b in pairs:
         if a not in curves or b not in curves:
@@ -48,22 +49,28 @@ def table(curves: dict[tuple, list[dict]], pairs: list[tuple[tuple, tuple]]) -> 
             level = best * fraction
             sa, sb = seconds_to(curves[a], level), seconds_to(curves[b], level)
             wa, wb = seconds_to(curves[a], level, wall), seconds_to(curves[b], level, wall)
-            lines.append(f"| {a[0]} | {a[1]} {a[2]} | {b[1]} {b[2]} | {level:.4f} | {sa:.1f} | {sb:.1f} | "
-                         f"{sb / sa:.2f}x | {wa:.1f} | {wb:.1f} | {wb / wa:.2f}x |")
+            lines.append(
+                f"| {a[0]} | {a[1]} {a[2]} | {b[1]} {b[2]} | {level:.4f} | {sa:.1f} | {sb:.1f} | "
+                f"{sb / sa:.2f}x | {wa:.1f} | {wb:.1f} | {wb / wa:.2f}x |"
+            )
     return "\n".join(lines)
 
 
 def describe(curves: dict[tuple, list[dict]]) -> str:
-    lines = ["| model | system | setting | epochs | train CPU s | train wall s | best NDCG@10 (epoch) | last NDCG@10 "
-             "| CPU s/epoch | peak RSS GiB | last epoch (UTC) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| model | system | setting | epochs | train CPU s | train wall s | best NDCG@10 (epoch) | last NDCG@10 "
+        "| CPU s/epoch | peak RSS GiB | last epoch (UTC) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for key, curve in sorted(curves.items()):
         best = max(curve, key=lambda r: r["valid_ndcg@10"])
         last = curve[-1]
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {last['epoch']} | {cpu(last):.1f} | "
-                     f"{last['train_seconds']:.1f} | {best['valid_ndcg@10']:.4f} ({best['epoch']}) | "
-                     f"{last['valid_ndcg@10']:.4f} | {cpu(last) / last['epoch']:.2f} | "
-                     f"{max(r['peak_rss_gib'] for r in curve):.2f} | {last['utc']} |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {last['epoch']} | {cpu(last):.1f} | "
+            f"{last['train_seconds']:.1f} | {best['valid_ndcg@10']:.4f} ({best['epoch']}) | "
+            f"{last['valid_ndcg@10']:.4f} | {cpu(last) / last['epoch']:.2f} | "
+            f"{max(r['peak_rss_gib'] for r in curve):.2f} | {last['utc']} |"
+        )
     return "\n".join(lines)
 
 
@@ -76,8 +83,9 @@ def plot(curves: dict[tuple, list[dict]], model: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, curve in sorted(curves.items()):
         if key[0] == model:
-            ax.plot([cpu(r) for r in curve], [r["valid_ndcg@10"] for r in curve], marker=".",
-                    label=f"{key[1]} {key[2]}")
+            ax.plot(
+                [cpu(r) for r in curve], [r["valid_ndcg@10"] for r in curve], marker=".", label=f"{key[1]} {key[2]}"
+            )
     ax.set_xscale("log")
     ax.set_xlabel("training CPU seconds of the process (1 thread, shared 2-core CPU; validation not counted)")
     ax.set_ylabel("validation NDCG@10 (llmboost evaluator)")
@@ -99,8 +107,13 @@ def main() -> None:
     llm_sas = [k for k in curves if k[:2] == ("sasrec", "llmboost")]
     pairs += [(a, b) for a in llm_sas for b in curves if b[:2] == ("sasrec", "recbole")]
     pairs += [(a, b) for a in llm_sas for b in llm_sas if (a[2], b[2]) == ("last_window", "all_windows")]
-    pairs += [(a, b) for a in curves if a[:2] == ("bprmf", "llmboost") for b in curves
-              if b[0] == "bprmf" and b[1] != "llmboost"]
+    pairs += [
+        (a, b)
+        for a in curves
+        if a[:2] == ("bprmf", "llmboost")
+        for b in curves
+        if b[0] == "bprmf" and b[1] != "llmboost"
+    ]
     print()
     print(table(curves, pairs))
     if args.plot_dir:

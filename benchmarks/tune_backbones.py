@@ -106,9 +106,14 @@ def main() -> None:
             continue
         started, cpu = time.perf_counter(), time.process_time()
         model = build(args.model, progress=False, seed=0, **budget, **params).fit(split.train, split.valid)
-        record = {"params": params, "valid_NDCG@10": model.best_valid_ndcg_, "epochs": len(model.history_),
-                  "best_epoch": int(max(model.history_, key=lambda h: h["valid_NDCG@10"])["epoch"]) + 1,
-                  "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
+        record = {
+            "params": params,
+            "valid_NDCG@10": model.best_valid_ndcg_,
+            "epochs": len(model.history_),
+            "best_epoch": int(max(model.history_, key=lambda h: h["valid_NDCG@10"])["epoch"]) + 1,
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu,
+        }
         with _merged(out) as results:
             results["valid"][_key(params)] = record
         print(params, record, flush=True)
