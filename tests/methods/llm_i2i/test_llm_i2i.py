@@ -12,7 +12,7 @@ from llmboost.data.dataset import Dataset
 from llmboost.methods.llm_i2i import discriminator as disc
 from llmboost.methods.llm_i2i import generator as gen
 from llmboost.methods.llm_i2i.config import load, preset
-from llmboost.methods.llm_i2i.experiment import item_text
+from llmboost.methods.llm_i2i.experiment import _paired_t_p, _seed_mean, item_text
 from llmboost.methods.llm_i2i.fusion import build_model, fuse
 from llmboost.models import ItemCF
 from llmboost.splitting import make_slices
@@ -153,3 +153,17 @@ def test_config_presets_and_overrides() -> None:
         load("quick", ["variants=[base, magic]"])
     with pytest.raises(ConfigError, match="unknown config key"):
         load("quick", ["generator.nope=1"])
+
+
+def test_seed_statistics_handle_slices_and_unchanged_variants() -> None:
+    """Users outside a slice (NaN in every seed) stay NaN without warnings; a variant equal to base in every
+    seed has p = 1, a constant nonzero difference has no variance to test (NaN)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean = _seed_mean([np.array([1.0, np.nan, np.nan]), np.array([3.0, 2.0, np.nan])])
+        assert mean[0] == 2.0 and mean[1] == 2.0 and np.isnan(mean[2])
+        assert _paired_t_p([0.1, 0.1, 0.1], [0.1, 0.1, 0.1]) == 1.0
+        assert np.isnan(_paired_t_p([0.5, 0.5], [0.25, 0.25])) and np.isnan(_paired_t_p([0.2], [0.1]))
+        assert 0.0 < _paired_t_p([0.2, 0.25, 0.3], [0.1, 0.1, 0.12]) < 0.05

@@ -317,6 +317,26 @@ def llm_judge(
     return info
 
 
+def _paired_t_p(mine: list[float], base: list[float]) -> float:
+    """Paired t-test p-value over seeds; 1.0 where every seed is unchanged, NaN where it is undefined (one
+    seed, or the same nonzero difference in every seed: no variance to test against)."""
+    from scipy import stats
+
+    diff = np.asarray(mine, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    if len(mine) != len(base) or len(diff) < 2:
+        return float("nan")
+    if np.all(diff == diff[0]):
+        return 1.0 if diff[0] == 0 else float("nan")
+    return float(stats.ttest_rel(mine, base).pvalue)
+
+
+def _seed_mean(per_seed: list[np.ndarray]) -> np.ndarray:
+    """Per user, the mean over seeds of a metric; NaN for users outside the slice (NaN in every seed)."""
+    stacked = np.stack(per_seed)
+    counts = (~np.isnan(stacked)).sum(axis=0)
+    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+
+
 def summarize(config: Config, runs: dict[str, Any], per_user: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Mean ± std over seeds per (variant, model), with paired tests against base."""
     from scipy import stats
@@ -339,9 +359,9 @@ def summarize(config: Config, runs: dict[str, Any], per_user: dict[str, np.ndarr
                 for j, col in enumerate(c for k in config.ks for c in (f"Recall@{k}", f"long_tail/Recall@{k}")):
                     base = [runs[f"{s}/base/{mname}"][col] for s in config.seeds if f"{s}/base/{mname}" in runs]
                     mine = [r[col] for r in rows]
-                    t_p = float(stats.ttest_rel(mine, base).pvalue) if len(base) == len(mine) > 1 else float("nan")
-                    a = np.nanmean([per_user[f"{s}/{variant}/{mname}"][j] for s in config.seeds], axis=0)
-                    b = np.nanmean([per_user[f"{s}/base/{mname}"][j] for s in config.seeds], axis=0)
+                    t_p = _paired_t_p(mine, base)
+                    a = _seed_mean([per_user[f"{s}/{variant}/{mname}"][j] for s in config.seeds])
+                    b = _seed_mean([per_user[f"{s}/base/{mname}"][j] for s in config.seeds])
                     ok = ~(np.isnan(a) | np.isnan(b))
                     diff = a[ok] - b[ok]
                     w_p = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
