@@ -28,7 +28,8 @@ class SASRec(TorchRecommender):
 
     Defaults lr 3e-3, dropout 0.5, hidden 64: the best validation NDCG@10 of an lr x dropout x hidden grid on
     MovieLens-100K, each point trained to early stopping (docs/benchmarks.md, "Defaults chosen on validation");
-    ``train_on="last_window"`` beat ``"all_windows"`` per CPU second there."""
+    ``train_on="last_window"`` beat ``"all_windows"`` there at these settings, over seeds 0-2, in validation
+    NDCG@10 (0.1114 ± 0.0012 vs 0.1096 ± 0.0038) at 0.4x the CPU time per epoch."""
 
     name = "sasrec"
 
