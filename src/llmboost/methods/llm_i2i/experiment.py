@@ -60,6 +60,18 @@ def _scores_from_store(store: Any, model: Any, job: str, requests: dict, progres
     return store.get_many(model.fingerprint, job, list(requests))
 
 
+def first_run_timings(path: Path, key: str, timings: dict[str, float]) -> dict[str, float]:
+    """Stage seconds of the first run of these settings that completed each stage (kept in ``path``): a
+    resumed run reuses the stored LLM outputs and adapters, so only this record says what the stages cost
+    cold."""
+    ledger = json.loads(path.read_text()) if path.is_file() else {}
+    first = ledger.setdefault(key, {})
+    for stage, seconds in timings.items():
+        first.setdefault(stage, seconds)
+    write_json(path, ledger, indent=1)
+    return dict(first)
+
+
 def _value(record: Any) -> np.ndarray:
     return np.asarray(record.vector if hasattr(record, "vector") else record, dtype=np.float64)
 
@@ -73,6 +85,12 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
     train = split.train
     slices = make_slices(train)
     fingerprint = dataset.fingerprint()
+    ledger, stage_key = out / "stage_timings.json", digest([to_dict(config), fingerprint, name])
+
+    def finished(stage: str, started: float) -> None:
+        timings[stage] = time.perf_counter() - started
+        first_run_timings(ledger, stage_key, timings)
+
     text, has_text = item_text(dataset, config.text_fields.get(name, ["title"]), config.max_text_chars)
     kind = ITEM_KIND.get(name, "items")
     from llmboost.llm.embeddings import encode_texts
@@ -80,7 +98,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
     vectors = encode_texts(
         text.texts, config.discriminator.embedding_model, cache_dir=out.parent / "embed_cache", progress=progress
     )
-    timings["data_and_embeddings_s"] = time.perf_counter() - t0
+    finished("data_and_embeddings_s", t0)
     info: dict[str, Any] = {
         "data_fingerprint": fingerprint,
         "items_without_text": int((~has_text).sum()),
@@ -136,13 +154,13 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                 llm[r, c] = float(_value(got[key])[0])
             info["generator_llm_pairs"] = len(keys)
             info["generator_model_fingerprint"] = model.fingerprint
-        timings["generator_s"] = time.perf_counter() - t
+        finished("generator_s", t)
 
     # ---------------------------------------------------------------- LLM judge: AUC on held-out pairs
     if need_disc and dcfg.llm_judge:
         t = time.perf_counter()
         info["llm_judge"] = llm_judge(config, text, split, store, out, kind, fingerprint, progress)
-        timings["llm_judge_s"] = time.perf_counter() - t
+        finished("llm_judge_s", t)
 
     # ---------------------------------------------------------------- per seed
     runs: dict[str, Any] = {}
@@ -263,6 +281,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                 per_user[f"{seed}/{variant}/{mname}"] = np.stack(recall)
         info.setdefault("seeds", {})[str(seed)] = seed_info
     info["timings"] = timings
+    info["first_run_timings"] = first_run_timings(ledger, stage_key, timings)
     info["table"] = summarize(config, runs, per_user)
     return info
 

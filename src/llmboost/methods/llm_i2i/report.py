@@ -43,6 +43,17 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[str]:
     return names
 
 
+def _timings_line(info: dict[str, Any]) -> str:
+    """Stage seconds of this run next to those of the first run that completed each stage (cold)."""
+    first = info.get("first_run_timings", {})
+    parts = [
+        f"{stage.removesuffix('_s').replace('_', ' ')} {seconds:.1f}"
+        + (f" / {first[stage]:.1f}" if stage in first else "")
+        for stage, seconds in info["timings"].items()
+    ]
+    return "- stage seconds (this run / first run that completed the stage): " + ", ".join(parts)
+
+
 def _fmt(stat: dict[str, float]) -> str:
     return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
 
@@ -104,7 +115,7 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: list[str]) -> Pa
             lines.append(
                 f"- LLM yes/no judge (fine-tuned: {j['finetuned']}): AUC {j['auc']:.3f} on {j['pairs']} held-out pairs"
             )
-        lines += [f"- notes: {info['notes']}" if info["notes"] else "", f"- timings: {info['timings']}", ""]
+        lines += [f"- notes: {info['notes']}" if info["notes"] else "", _timings_line(info), ""]
     lines += [f"![{p}]({p})" for p in plots]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
