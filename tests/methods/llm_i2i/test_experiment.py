@@ -44,6 +44,7 @@ def test_tiny_experiment_reports_and_resumes(shared_datasets: Path, tmp_path: Pa
         warnings.simplefilter("error", RuntimeWarning)  # no NaN-mean or degenerate-test warnings in the summary
         first = run_experiment(config, tmp_path, progress=False)
     info = first["datasets"]["movielens-100k"]
+    assert info["generator_model_fingerprint"] is not None and "@" not in info["generator_model_fingerprint"]
     assert info["generator_llm_pairs"] == 4  # 2 pool items x 2 pre-selected users, scored by the LLM
     table = {e["variant"]: e for e in info["table"]}
     assert set(table) == {"base", "generator", "discriminator"}

@@ -153,6 +153,9 @@ def test_config_presets_and_overrides() -> None:
         load("quick", ["variants=[base, magic]"])
     with pytest.raises(ConfigError, match="unknown config key"):
         load("quick", ["generator.nope=1"])
+    assert load("quick").precision == "auto" and load("quick", ["precision=float32"]).precision == "fp32"
+    with pytest.raises(ConfigError, match="precision"):
+        load("quick", ["precision=int4"])
 
 
 def test_seed_statistics_handle_slices_and_unchanged_variants() -> None:

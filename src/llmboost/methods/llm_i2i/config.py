@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmboost.config import ConfigError, apply_overrides, from_mapping, merge_mapping, read_config_file, to_dict
+from llmboost.llm.precision import normalize_precision
 
 PRESETS = ("quick", "cpu", "full")
 
@@ -92,7 +93,7 @@ class Config:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     llm_seed: int = 0  # seed of the (shared) LLM fine-tuning runs
-    precision: str = "float32"
+    precision: str = "auto"  # LLM fine-tuning and scoring: auto (bf16 only where native) | fp32 | bf16
 
 
 VARIANTS = ("base", "generator", "discriminator", "both")
@@ -103,6 +104,10 @@ def validate(config: Config) -> Config:
     bad = [v for v in config.variants if v not in VARIANTS]
     if bad:
         raise ConfigError(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
+    try:
+        config.precision = normalize_precision(config.precision)
+    except ValueError as err:
+        raise ConfigError(f"precision: {err}") from None
     if config.generator.mode not in ("finetune", "zero_shot"):
         raise ConfigError(f"generator.mode must be 'finetune' or 'zero_shot', not {config.generator.mode!r}")
     if config.discriminator.kind != "head":
@@ -165,7 +170,6 @@ def preset(name: str) -> Config:
         )
         config.models = ModelsConfig(item2vec_dim=64, item2vec_epochs=10)
         config.seeds = [0, 1, 2, 3, 4]
-        config.precision = "auto"
     return config
 
 

@@ -47,10 +47,22 @@ def item_text(dataset: Any, fields: list[str], max_chars: int) -> tuple[ItemText
     return text, has
 
 
-def _load_llm(setting: str, adapter_dir: Path | None) -> Any:
-    from llmboost.llm.models import load_model
+def _load_llm(setting: str, adapter_dir: Path | None, precision: str) -> Any:
+    """The generator's or judge's LLM (with its LoRA adapter); ``precision`` applies to local models."""
+    from llmboost.llm.models import load_model, resolve_model
 
-    return load_model(str(adapter_dir) if adapter_dir is not None else setting)
+    target = str(adapter_dir) if adapter_dir is not None else setting
+    if resolve_model(target).kind == "url":
+        return load_model(target)
+    return load_model(target, precision=precision)
+
+
+def _compute_precision(config: Config) -> str:
+    """The precision ``config.precision`` resolves to on this machine (``auto``: bf16 only where native); part
+    of the LoRA adapters' keys, so an adapter trained at another precision is not reused."""
+    from llmboost.llm.precision import precision_name, resolve_precision
+
+    return precision_name(resolve_precision(config.precision))
 
 
 def _scores_from_store(store: Any, model: Any, job: str, requests: dict, progress: bool, batch: int) -> dict[str, Any]:
@@ -124,7 +136,8 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
         llm = np.full(cand.shape, -np.inf)
         adapter = None
         if gcfg.mode == "finetune" and len(pool):
-            adapter = out / f"generator_lora_{digest([to_dict(gcfg), config.llm_seed, fingerprint])}"
+            key = digest([to_dict(gcfg), config.llm_seed, fingerprint, _compute_precision(config)])
+            adapter = out / f"generator_lora_{key}"
             if not gen.model_dir_done(adapter):
                 from llmboost.llm.finetune import finetune
 
@@ -142,10 +155,11 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                     batch_tokens=gcfg.finetune_batch_tokens,
                     pack_length=256,
                     seed=config.llm_seed,
+                    precision=config.precision,
                 )
         rows = np.argwhere(cand >= 0)
         if len(rows):
-            model = _load_llm(gcfg.model, adapter)
+            model = _load_llm(gcfg.model, adapter, config.precision)
             pairs = np.stack([cand[rows[:, 0], rows[:, 1]], pool[rows[:, 0]]], axis=1)
             reqs = gen.likelihood_requests(model, text, train, pairs, gcfg.max_history, kind)
             got = _scores_from_store(store, model, gen.LIKELIHOOD_JOB, reqs, progress, gcfg.batch_size)
@@ -297,7 +311,7 @@ def llm_judge(
     adapter = None
     info: dict[str, Any] = {}
     if dcfg.llm_finetune_steps > 0:
-        adapter = out / f"judge_lora_{digest([to_dict(dcfg), config.llm_seed, fp])}"
+        adapter = out / f"judge_lora_{digest([to_dict(dcfg), config.llm_seed, fp, _compute_precision(config)])}"
         if not gen.model_dir_done(adapter):
             from llmboost.llm.finetune import finetune
 
@@ -314,8 +328,9 @@ def llm_judge(
                 batch_tokens=config.generator.finetune_batch_tokens,
                 pack_length=256,
                 seed=config.llm_seed,
+                precision=config.precision,
             )
-    model = _load_llm(dcfg.llm_model, adapter)
+    model = _load_llm(dcfg.llm_model, adapter, config.precision)
     users = split.valid.users.astype(np.int64)
     neg = disc.matched_negatives(users, split.valid.items, train, np.random.default_rng(config.llm_seed + 1))
     sel = np.flatnonzero(neg >= 0)[: dcfg.llm_heldout_pairs // 2]
