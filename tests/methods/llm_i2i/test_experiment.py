@@ -4,6 +4,7 @@ head discriminator, ItemCF; report, resume and the cold stage timings kept acros
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def test_tiny_experiment_reports_and_resumes(shared_datasets: Path, tmp_path: Pa
     assert table["generator"]["synthetic_kept"] == 2 and table["base"]["Recall@20"]["std"] == 0.0  # ItemCF: no seed
     report = (tmp_path / "report.md").read_text()
     assert "| itemcf | discriminator |" in report and "stage seconds" in report
+    header = next(line for line in report.splitlines() if line.startswith("| model | variant |"))
+    row = next(line for line in report.splitlines() if line.startswith("| itemcf | base |"))
+    cells = dict(zip(header.strip("|").split("|"), row.strip("|").split("|"), strict=True))
+    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4}", cells[" Recall@20 "].strip())
+    assert re.fullmatch(r"\d+\.\d ± \d+\.\d", cells[" hits@20 "].strip())  # counts: one decimal
     assert (tmp_path / "movielens-100k_recall.png").is_file()
 
     cold = info["first_run_timings"]

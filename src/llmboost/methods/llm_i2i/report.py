@@ -54,8 +54,10 @@ def _timings_line(info: dict[str, Any]) -> str:
     return "- stage seconds (this run / first run that completed the stage): " + ", ".join(parts)
 
 
-def _fmt(stat: dict[str, float]) -> str:
-    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+def _fmt(stat: dict[str, float], column: str = "") -> str:
+    """Mean ± std over seeds: hit counts with one decimal, rates with four."""
+    digits = 1 if "hits@" in column else 4
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
 def write_report(results: dict[str, Any], out_dir: Path, plots: list[str]) -> Path:
@@ -93,7 +95,7 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: list[str]) -> Pa
             )
             lines.append(
                 f"| {e['model']} | {e['variant']} | "
-                + " | ".join(_fmt(e[c]) for c in cols)
+                + " | ".join(_fmt(e[c], c) for c in cols)
                 + f" | {e.get('real_dropped', 0):.0f} | {e.get('synthetic_kept', 0):.0f} | {p} |"
             )
         lines.append("")
