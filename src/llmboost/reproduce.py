@@ -369,9 +369,9 @@ def _minutes(seconds: float) -> str:
 
 def _auto_precision() -> str:
     """What ``precision="auto"`` means on this machine's CPU (``$LLMBOOST_PRECISION`` included)."""
-    from llmboost.llm.precision import precision_name, resolve_precision
+    from llmboost.llm.precision import resolved_precision_name
 
-    return precision_name(resolve_precision("auto", "cpu"))
+    return resolved_precision_name("auto", "cpu")
 
 
 def _cpu_capability() -> str:

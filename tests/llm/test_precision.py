@@ -78,6 +78,7 @@ def test_environment_overrides_auto_but_not_explicit_settings(monkeypatch):
     monkeypatch.setenv(P.AUTO_OVERRIDE_ENV, "fp32")
     assert P.resolve_precision("auto", "cpu") == torch.float32
     assert P.resolve_precision("bf16", "cpu") == torch.bfloat16
+    assert P.resolved_precision_name("auto") == "fp32" and P.resolved_precision_name("bfloat16") == "bf16"
     monkeypatch.setenv(P.AUTO_OVERRIDE_ENV, "auto")
     assert P.resolve_precision("auto", "cpu") == torch.bfloat16
     monkeypatch.setenv(P.AUTO_OVERRIDE_ENV, "fp8")

@@ -95,3 +95,9 @@ def resolve_precision(precision: str | torch.dtype | None = "auto", device: str 
 def precision_name(dtype: torch.dtype) -> str:
     """``"fp32"`` / ``"bf16"`` / ``"fp16"`` for a dtype."""
     return normalize_precision(dtype)
+
+
+def resolved_precision_name(precision: str | torch.dtype | None = "auto", device: str | torch.device = "cpu") -> str:
+    """The name (``"fp32"`` / ``"bf16"`` / ``"fp16"``) of what a precision setting resolves to on ``device``: what
+    cache keys record, so that outputs computed at one precision are never reused for another."""
+    return precision_name(resolve_precision(precision, device))

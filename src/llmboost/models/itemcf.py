@@ -11,14 +11,12 @@ per item a dense accumulator over its users' items and the row's top-``k``, comp
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import scipy.sparse as sp
 
 from llmboost._optional import require
 from llmboost.data.interactions import Interactions
-from llmboost.models.neighbors import ItemToItemRecommender, sparse_top_k
+from llmboost.models.neighbors import ItemToItemRecommender, compiled_kernels, sparse_top_k
 
 
 class ItemCF(ItemToItemRecommender):
@@ -55,7 +53,7 @@ class ItemCF(ItemToItemRecommender):
         n = train.n_items
         method = self.method
         if method == "auto":
-            method = "numba" if importlib.util.find_spec("numba") is not None else "numpy"
+            method = "numba" if compiled_kernels() is not None else "numpy"
         if method == "numba":
             kernels = require("llmboost.models._kernels", "fast")
             bar = self._bar(n, "itemcf neighbours")

@@ -24,14 +24,12 @@ Three exact ways to compute it (``method``; ``"auto"`` picks by data density):
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import scipy.sparse as sp
 
 from llmboost._optional import require
 from llmboost.data.interactions import Interactions, segment_offsets
-from llmboost.models.neighbors import ItemToItemRecommender, sparse_top_k, top_k_rows
+from llmboost.models.neighbors import ItemToItemRecommender, compiled_kernels, sparse_top_k, top_k_rows
 
 METHODS = ("auto", "numba", "pairs", "items")
 DENSE_DEGREE = 30  # ``method="auto"``: mean items per user above which the per-item products are used
@@ -80,7 +78,7 @@ class Swing(ItemToItemRecommender):
             # pair loops do sum_p |I_u ∩ I_v|^2 work: cheap on sparse catalogs, heavy where users share tens of
             # items (MovieLens), where the per-item dense products (BLAS) win
             sparse_data = r.nnz <= DENSE_DEGREE * max(1, int((degree > 0).sum()))
-            has_numba = importlib.util.find_spec("numba") is not None
+            has_numba = compiled_kernels() is not None
             method = "numba" if sparse_data and has_numba else "pairs" if sparse_data else "items"
         if method == "numba":
             return self._compiled(r, csc, w_user, weights is not None)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from llmboost.data.interactions import Interactions
-from llmboost.llm.precision import normalize_precision, precision_name, resolve_precision
+from llmboost.llm.precision import normalize_precision, resolved_precision_name
 from llmboost.llm.prompts import PromptTemplate
 from llmboost.methods.cemg.trie import SemanticIDTrie
 from llmboost.models.base import Recommender
@@ -208,7 +208,7 @@ class LLMGenerativeRecommender(Recommender):
             for k, v in self.get_params().items()
             if k not in ("codes", "progress", "output_dir", "generation_batch")
         }
-        params["precision"] = precision_name(resolve_precision(self.precision))  # "auto" as resolved here
+        params["precision"] = resolved_precision_name(self.precision)  # "auto" as resolved here
         blob = json.dumps(
             [
                 params,

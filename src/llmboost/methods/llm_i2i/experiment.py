@@ -22,6 +22,7 @@ from llmboost.data.fetch import load_dataset
 from llmboost.data.text import ItemText
 from llmboost.evaluation import evaluate
 from llmboost.jsonio import digest, write_json
+from llmboost.llm.precision import resolved_precision_name
 from llmboost.methods.llm_i2i import discriminator as disc
 from llmboost.methods.llm_i2i import generator as gen
 from llmboost.methods.llm_i2i.config import Config, validate
@@ -55,14 +56,6 @@ def _load_llm(setting: str, adapter_dir: Path | None, precision: str) -> Any:
     if resolve_model(target).kind == "url":
         return load_model(target)
     return load_model(target, precision=precision)
-
-
-def _compute_precision(config: Config) -> str:
-    """The precision ``config.precision`` resolves to on this machine (``auto``: bf16 only where native); part
-    of the LoRA adapters' keys, so an adapter trained at another precision is not reused."""
-    from llmboost.llm.precision import precision_name, resolve_precision
-
-    return precision_name(resolve_precision(config.precision))
 
 
 def _scores_from_store(store: Any, model: Any, job: str, requests: dict, progress: bool, batch: int) -> dict[str, Any]:
@@ -99,9 +92,11 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
     fingerprint = dataset.fingerprint()
     ledger, stage_key = out / "stage_timings.json", digest([to_dict(config), fingerprint, name])
 
+    first_timings: dict[str, float] = {}
+
     def finished(stage: str, started: float) -> None:
         timings[stage] = time.perf_counter() - started
-        first_run_timings(ledger, stage_key, timings)
+        first_timings.update(first_run_timings(ledger, stage_key, timings))
 
     text, has_text = item_text(dataset, config.text_fields.get(name, ["title"]), config.max_text_chars)
     kind = ITEM_KIND.get(name, "items")
@@ -136,7 +131,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
         llm = np.full(cand.shape, -np.inf)
         adapter = None
         if gcfg.mode == "finetune" and len(pool):
-            key = digest([to_dict(gcfg), config.llm_seed, fingerprint, _compute_precision(config)])
+            key = digest([to_dict(gcfg), config.llm_seed, fingerprint, resolved_precision_name(config.precision)])
             adapter = out / f"generator_lora_{key}"
             if not gen.model_dir_done(adapter):
                 from llmboost.llm.finetune import finetune
@@ -295,7 +290,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                 per_user[f"{seed}/{variant}/{mname}"] = np.stack(recall)
         info.setdefault("seeds", {})[str(seed)] = seed_info
     info["timings"] = timings
-    info["first_run_timings"] = first_run_timings(ledger, stage_key, timings)
+    info["first_run_timings"] = first_timings
     info["table"] = summarize(config, runs, per_user)
     return info
 
@@ -311,7 +306,8 @@ def llm_judge(
     adapter = None
     info: dict[str, Any] = {}
     if dcfg.llm_finetune_steps > 0:
-        adapter = out / f"judge_lora_{digest([to_dict(dcfg), config.llm_seed, fp, _compute_precision(config)])}"
+        key = digest([to_dict(dcfg), config.llm_seed, fp, resolved_precision_name(config.precision)])
+        adapter = out / f"judge_lora_{key}"
         if not gen.model_dir_done(adapter):
             from llmboost.llm.finetune import finetune
 
