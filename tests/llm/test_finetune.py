@@ -228,3 +228,42 @@ def test_lora_finetune_with_new_tokens_trains_their_rows_and_reloads(smollm2, tm
         a = tuned.model(input_ids=prompt).logits
         b = again.model(input_ids=prompt).logits
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_stopped_finetune_resumes_bit_identical(smollm2, tmp_path, monkeypatch):
+    """A fine-tune stopped after its second step resumes from ``.checkpoint`` (saved every step here) and ends
+    with the same losses and adapter weights as an uninterrupted run; the checkpoint is gone afterwards."""
+    import importlib
+
+    import torch
+
+    ft = importlib.import_module("llmboost.llm.finetune")  # the module (``llmboost.llm.finetune`` is the function)
+    ex = yes_no_examples(HISTORY, CATALOG, max_history=2, min_history=3, seed=0)
+    settings = dict(r=4, lr=1e-3, max_steps=3, batch_tokens=256, max_length=256, pack_length=128, precision="fp32")
+    whole = finetune(smollm2.setting, ex, tmp_path / "whole", log_every=0, progress=False, **settings)
+
+    real_loss, calls = ft.packed_loss, {"n": 0}
+
+    def stop_at_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if the job were stopped
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "packed_loss", stop_at_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(smollm2.setting, ex, tmp_path / "stopped", checkpoint_minutes=0, progress=False, **settings)
+    assert (tmp_path / "stopped" / ft.CHECKPOINT_DIR / "state.pt").is_file()
+    assert not (tmp_path / "stopped" / "adapter_config.json").exists()
+    monkeypatch.setattr(ft, "packed_loss", real_loss)
+    resumed = finetune(smollm2.setting, ex, tmp_path / "stopped", checkpoint_minutes=0, progress=False, **settings)
+
+    a, b = read_training_log(whole), read_training_log(resumed)
+    assert b["resumed_at_step"] == 2 and a["resumed_at_step"] is None
+    assert b["steps"] == a["steps"] == 3 and b["losses"] == a["losses"]
+    assert not (resumed / ft.CHECKPOINT_DIR).exists()
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(whole / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -17,6 +17,7 @@ folder (``adapter_config.json``) for LoRA, a full checkpoint for ``method="full"
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -30,14 +31,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from llmboost._optional import require
+from llmboost.jsonio import digest
 from llmboost.llm.loading import encode_continuation, encode_prompt, load_transformers_model, resize_embeddings
 from llmboost.llm.models import ADAPTER_META, TRAINING_LOG, resolve_model
 from llmboost.llm.precision import precision_name, resolve_precision
 from llmboost.llm.prompts import NEXT_ITEM, PAIRWISE, YES_NO, PromptTemplate, format_history
 
 logger = logging.getLogger(__name__)
+CHECKPOINT_DIR = ".checkpoint"  #: inside a fine-tune's output folder while it runs (see ``checkpoint_minutes``)
 
 IGNORE = -100
 
@@ -322,6 +326,8 @@ def finetune(
     log_every: int = 10,
     new_tokens: Sequence[str] = (),
     train_new_embeddings: bool = True,
+    progress: bool = True,
+    checkpoint_minutes: float | None = 10.0,
 ) -> Path:
     """Fine-tune ``model_setting`` on ``examples`` and save to ``output_dir``; returns the folder.
 
@@ -338,7 +344,14 @@ def finetune(
     ``max_steps`` (if given) overrides ``epochs``. LoRA dropout defaults to 0 (its random masks cost ~10 % of a
     CPU step). The training log (losses, tokens/s) is written to ``output_dir/llmboost_finetune.json`` (see
     :func:`read_training_log`); with ``eval_examples`` it also holds their mean loss before and after training
-    (``eval_loss_before`` / ``eval_loss_after``).
+    (``eval_loss_before`` / ``eval_loss_after``). ``progress`` shows a bar over the optimizer steps (loss,
+    tokens/s).
+
+    Resumable: after the first step that ends ``checkpoint_minutes`` after the last save, the trainable weights,
+    optimizer, schedule, data order, RNG and logs go to ``output_dir/.checkpoint`` (written atomically); a later
+    call with the same settings and examples resumes there and ends bit-identical to an uninterrupted run on
+    CPU, so a stopped job loses at most that much training. The checkpoint is deleted once the model is
+    saved; ``None`` disables it.
     """
     if method not in ("lora", "full"):
         raise ValueError("method must be 'lora' or 'full'")
@@ -422,17 +435,63 @@ def finetune(
         model.train()
         return total / max(count, 1)
 
-    eval_before = evaluate()
-    losses: list[float] = []
-    step_tokens: list[int] = []
-    step_targets: list[int] = []
-    step_seconds: list[float] = []
-    step_epoch: list[int] = []
-    train_s = 0.0
-    step = 0
-    epoch = 0
+    checkpoint = _Checkpoint(
+        Path(output_dir) / CHECKPOINT_DIR,
+        checkpoint_minutes,
+        digest(
+            {
+                "model": model_setting,
+                "method": method,
+                "r": r,
+                "alpha": alpha,
+                "dropout": dropout,
+                "target_modules": target_modules if isinstance(target_modules, str) else list(target_modules),
+                "lr": base_lr,
+                "total": total,
+                "batch_tokens": batch_tokens,
+                "row_len": row_len,
+                "warmup_ratio": warmup_ratio,
+                "weight_decay": weight_decay,
+                "seed": seed,
+                "dtype": str(dtype),
+                "precision": precision_name(compute),
+                "new_tokens": list(new_tokens),
+                "train_new_embeddings": train_new_embeddings,
+                "examples": _examples_digest(tokenized),
+            },
+            24,
+        ),
+    )
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    resumed = checkpoint.load(trainable, opt, sched, rng)
+    resumed_at = int(resumed["step"]) if resumed else None
+    # the loop's state: counters, per-step logs, and where in its epoch's batches training stands
+    run: dict[str, Any] = resumed or {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "epoch_rng": rng.bit_generator.state,
+        "train_s": 0.0,
+        "eval_before": evaluate(),
+        "losses": [],
+        "step_tokens": [],
+        "step_targets": [],
+        "step_seconds": [],
+        "step_epoch": [],
+    }
+    eval_before = run["eval_before"]
+    losses: list[float] = run["losses"]
+    step_tokens: list[int] = run["step_tokens"]
+    step_targets: list[int] = run["step_targets"]
+    step_seconds: list[float] = run["step_seconds"]
+    step_epoch: list[int] = run["step_epoch"]
+    train_s = float(run["train_s"])
+    step, epoch = int(run["step"]), int(run["epoch"])
+    bar = tqdm(total=total, initial=step, desc=f"fine-tune ({method})", unit="step", disable=not progress)
     while step < total:
-        for batch in make_batches(tokenized, row_len, batch_tokens, pad_id, rng=rng):
+        run["epoch_rng"] = rng.bit_generator.state  # restoring it regenerates this epoch's batch order
+        skip = run["batch_in_epoch"]  # > 0 only in the epoch a resumed run stopped in
+        for batch in make_batches(tokenized, row_len, batch_tokens, pad_id, rng=rng)[skip:]:
             if step >= total:
                 break
             t0 = time.perf_counter()
@@ -450,9 +509,16 @@ def finetune(
             step_targets.append(n_target)
             step_epoch.append(epoch)
             step += 1
+            run["batch_in_epoch"] += 1
+            run |= {"step": step, "epoch": epoch, "train_s": train_s}
+            checkpoint.maybe_save(run, trainable, opt, sched)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{sum(step_tokens) / train_s:.0f}", refresh=False)
             if log_every and step % log_every == 0:
                 logger.info("step %d/%d loss %.4f %.0f tokens/s", step, total, losses[-1], sum(step_tokens) / train_s)
         epoch += 1
+        run["batch_in_epoch"] = 0
+    bar.close()
 
     eval_after = evaluate()
     out = Path(output_dir)
@@ -500,11 +566,75 @@ def finetune(
         "eval_loss_after": eval_after,
         "step_tokens": step_tokens,
         "step_seconds": step_seconds,
+        "resumed_at_step": resumed_at,
         "threads": torch.get_num_threads(),
         "device": str(dev),
     }
     (out / TRAINING_LOG).write_text(json.dumps(log, indent=1) + "\n")
+    checkpoint.remove()
     return out
+
+
+def _examples_digest(examples: Sequence[TokenizedExample]) -> str:
+    """SHA-256 of the token ids and labels of every example, in order."""
+    h = hashlib.sha256()
+    for t in examples:
+        h.update(np.asarray([len(t.ids)], np.int64).tobytes())
+        h.update(np.asarray(t.ids, np.int64).tobytes())
+        h.update(np.asarray(t.labels, np.int64).tobytes())
+    return h.hexdigest()
+
+
+class _Checkpoint:
+    """The resumable state of one fine-tune, saved at step boundaries at most every ``minutes`` (0: every
+    step) under a key of its settings and examples; a checkpoint with another key is ignored."""
+
+    def __init__(self, folder: Path, minutes: float | None, key: str) -> None:
+        self.folder, self.minutes, self.key = folder, minutes, key
+        self.path = folder / "state.pt"
+        self.last = time.monotonic()
+
+    def load(self, trainable: dict[str, torch.nn.Parameter], opt: Any, sched: Any, rng: np.random.Generator) -> Any:
+        """Restore weights, optimizer, schedule and RNGs and return the loop's state, or ``None``."""
+        if self.minutes is None or not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("key") != self.key or set(state["params"]) != set(trainable):
+            logger.info("fine-tune: ignoring %s (other settings or examples)", self.path)
+            return None
+        with torch.no_grad():
+            for name, p in trainable.items():
+                p.copy_(state["params"][name])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        run = state["run"]
+        rng.bit_generator.state = run["epoch_rng"]
+        logger.info("fine-tune: resuming at step %d from %s", run["step"], self.path)
+        return run
+
+    def maybe_save(self, run: dict[str, Any], trainable: dict[str, torch.nn.Parameter], opt: Any, sched: Any) -> None:
+        if self.minutes is None or time.monotonic() - self.last < 60.0 * self.minutes:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "key": self.key,
+            "run": run,
+            "params": {name: p.detach().clone() for name, p in trainable.items()},
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+        self.last = time.monotonic()
+
+    def remove(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
+        if self.folder.exists() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
 
 
 def _epoch_means(losses: list[float], weights: list[int], epochs: list[int]) -> list[float]:

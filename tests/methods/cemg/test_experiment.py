@@ -25,6 +25,7 @@ def test_presets_and_overrides(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"rqvae\.nope"):
         load_config("quick", ["rqvae.nope=1"])
     assert load_config("quick", ["generator.llm_precision=bf16"]).generator.llm_precision == "bf16"
+    assert load_config("quick", ["generator.llm_precision=bfloat16"]).generator.llm_precision == "bf16"
     with pytest.raises(ConfigError, match=r"generator\.llm_precision"):
         load_config("quick", ["generator.llm_precision=int4"])
     (tmp_path / "c.yaml").write_text("fusion:\n  dim: 8\nseeds: [4]\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmboost.config import ConfigError, apply_overrides, from_mapping, merge_mapping, read_config_file, to_dict
-from llmboost.llm.precision import PRECISIONS
+from llmboost.llm.precision import normalize_precision
 
 DEFAULT_VARIANTS = ("sasrec", "tiger", "cemg", "cemg_no_guidance", "cemg_no_fusion", "cemg_collab_only")
 VARIANTS = (*DEFAULT_VARIANTS, "cemg_llm")  #: cemg_llm: the LLM generator on CEMG's IDs (slow on CPU)
@@ -201,10 +201,10 @@ def validate(config: CEMGConfig) -> None:
         raise ConfigError(f"generator.kind must be 'transformer' or 'llm', not {config.generator.kind!r}")
     if config.generator.llm_method not in ("full", "lora"):
         raise ConfigError(f"generator.llm_method must be 'full' or 'lora', not {config.generator.llm_method!r}")
-    if config.generator.llm_precision not in PRECISIONS:
-        raise ConfigError(
-            f"generator.llm_precision must be one of {list(PRECISIONS)}, not {config.generator.llm_precision!r}"
-        )
+    try:  # aliases (float32, bfloat16, ...) are stored under their canonical name, as LLM-I2I does
+        config.generator.llm_precision = normalize_precision(config.generator.llm_precision)
+    except ValueError as err:
+        raise ConfigError(f"generator.llm_precision: {err}") from None
     if config.features.collab_model not in ("sasrec", "bprmf"):
         raise ConfigError(f"features.collab_model must be 'sasrec' or 'bprmf', not {config.features.collab_model!r}")
     if config.rqvae.levels < 1 or config.rqvae.codebook_size < 2:

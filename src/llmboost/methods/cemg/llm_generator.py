@@ -254,6 +254,7 @@ class LLMGenerativeRecommender(Recommender):
                 log_every=0,
                 new_tokens=self.new_tokens,
                 pack_length=256,
+                progress=self.progress,
             )
             marker.write_text(json.dumps({"key": key, "model": self.model, "method": self.method}))
         log = read_training_log(out)

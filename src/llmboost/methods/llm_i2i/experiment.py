@@ -151,6 +151,7 @@ def run_dataset(name: str, config: Config, out: Path, store: Any, progress: bool
                     pack_length=256,
                     seed=config.llm_seed,
                     precision=config.precision,
+                    progress=progress,
                 )
         rows = np.argwhere(cand >= 0)
         if len(rows):
@@ -325,6 +326,7 @@ def llm_judge(
                 pack_length=256,
                 seed=config.llm_seed,
                 precision=config.precision,
+                progress=progress,
             )
     model = _load_llm(dcfg.llm_model, adapter, config.precision)
     users = split.valid.users.astype(np.int64)
