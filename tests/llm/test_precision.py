@@ -1,4 +1,5 @@
-"""The precision setting: ``auto`` is bf16 only where the device runs it natively (mocked capabilities)."""
+"""The precision setting: ``auto`` is bf16 only where the device runs it faster than float32 (mocked
+capabilities)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from llmboost.llm import precision as P
 def _fresh_cache(monkeypatch):
     monkeypatch.delenv(P.AUTO_OVERRIDE_ENV, raising=False)  # the suite sets it to fp32 (tests/conftest.py)
     P.cpu_has_native_bf16.cache_clear()
+    P.cpu_has_fast_bf16.cache_clear()
     yield
     P.cpu_has_native_bf16.cache_clear()
+    P.cpu_has_fast_bf16.cache_clear()
 
 
 def _cpu(monkeypatch, capability: str, flags: set[str]) -> None:
@@ -22,18 +25,19 @@ def _cpu(monkeypatch, capability: str, flags: set[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("capability", "flags", "expected"),
+    ("capability", "flags", "native", "expected"),
     [
-        ("AVX2", {"avx2", "fma"}, torch.float32),  # AMD EPYC without avx512: emulated bf16
-        ("AVX2", {"avx2", "avx512_bf16"}, torch.float32),  # torch does not dispatch AVX512 kernels
-        ("AVX512", {"avx512f", "avx512bw"}, torch.float32),  # AVX512 without the bf16 instructions
-        ("AVX512", {"avx512f", "avx512_bf16"}, torch.bfloat16),  # Zen 4, Cooper Lake
-        ("AVX512", {"avx512f", "amx_bf16", "amx_tile"}, torch.bfloat16),  # Sapphire Rapids
-        ("DEFAULT", set(), torch.float32),  # ARM / unknown
+        ("AVX2", {"avx2", "fma"}, False, torch.float32),  # AMD EPYC without avx512: emulated bf16
+        ("AVX2", {"avx2", "avx512_bf16"}, False, torch.float32),  # torch does not dispatch AVX512 kernels
+        ("AVX512", {"avx512f", "avx512bw"}, False, torch.float32),  # AVX512 without the bf16 instructions
+        ("AVX512", {"avx512f", "avx512_bf16"}, True, torch.float32),  # native but slower than fp32 (measured)
+        ("AVX512", {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True, torch.bfloat16),  # Sapphire Rapids
+        ("DEFAULT", set(), False, torch.float32),  # ARM / unknown
     ],
 )
-def test_auto_picks_bf16_only_on_native_cpus(monkeypatch, capability, flags, expected):
+def test_auto_picks_bf16_only_where_faster(monkeypatch, capability, flags, native, expected):
     _cpu(monkeypatch, capability, flags)
+    assert P.cpu_has_native_bf16() is native
     assert P.resolve_precision("auto", "cpu") == expected
     assert P.resolve_precision(None, "cpu") == expected
 

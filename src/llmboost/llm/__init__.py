@@ -3,7 +3,7 @@
 * :mod:`~llmboost.llm.base` — the interface (:class:`LanguageModel`, :class:`ChoiceRequest`);
 * :mod:`~llmboost.llm.models` — model settings (built-in SmolLM2, GGUF, folders, adapters, Hub ids, server URLs)
   and :func:`load_model`;
-* :mod:`~llmboost.llm.precision` — the ``precision`` setting (``auto``: bf16 only where native);
+* :mod:`~llmboost.llm.precision` — the ``precision`` setting (``auto``: bf16 only where it beats float32);
 * :mod:`~llmboost.llm.hf` — the local Transformers backend :class:`HFModel`, built from
   :mod:`~llmboost.llm.loading` (model and tokenizer), :mod:`~llmboost.llm.batching` (the padded batch loop),
   :mod:`~llmboost.llm.logprobs` (batched, prefix-sharing choice scoring), :mod:`~llmboost.llm.prefix` (its

@@ -337,7 +337,7 @@ def finetune(
     ``lr`` defaults to 2e-4 (LoRA) / 2e-5 (full); AdamW with linear warm-up and linear decay to 10 %.
     ``precision`` (``"auto"`` | ``"fp32"`` | ``"bf16"``) is the compute precision: ``bf16`` runs forward/backward
     under bfloat16 autocast (weights and optimizer stay in ``dtype``); ``auto`` picks bf16 only where the device
-    runs it natively (CPUs with AMX/AVX512-BF16, CUDA GPUs with bf16) and float32 elsewhere
+    runs it faster than float32 (CPUs with AMX, CUDA GPUs with bf16) and float32 elsewhere
     (:func:`~llmboost.llm.precision.resolve_precision`): emulated bf16 is ~50x slower than float32.
     Examples longer than ``max_length`` tokens are cut from the left; examples are packed into rows of
     ``pack_length`` tokens (or the longest example); each step is one batch of at most ``batch_tokens`` tokens;

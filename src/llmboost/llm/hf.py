@@ -55,7 +55,7 @@ class HFModel:
     caps rows x padded length. ``share_prefix`` turns on key/value-cache reuse for rows sharing at least
     ``min_prefix_tokens`` prompt tokens. ``padding_side`` is the padding used for batched scoring.
     ``precision`` (``"auto"`` | ``"fp32"`` | ``"bf16"`` | ``"fp16"``) is the weights' dtype; ``auto`` is bf16 only
-    where the device runs it natively (:func:`~llmboost.llm.precision.resolve_precision`), float32 otherwise;
+    where the device runs it faster (:func:`~llmboost.llm.precision.resolve_precision`), float32 otherwise;
     ``dtype`` is its older name.
     """
 

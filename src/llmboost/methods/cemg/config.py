@@ -89,7 +89,7 @@ class GeneratorConfig:
     llm_method: str = "full"  #: full (every weight) | lora (rank-llm_lora_r adapters + the new code-token rows)
     llm_lora_r: int = 16  #: LoRA rank when llm_method = lora
     llm_batch_tokens: int = 2048  #: tokens per fine-tuning step (packed examples)
-    llm_precision: str = "auto"  #: auto (bf16 only where native) | fp32 | bf16 | fp16, training and generation
+    llm_precision: str = "auto"  #: auto (bf16 where faster: AMX, CUDA) | fp32 | bf16 | fp16; training and generation
 
 
 @dataclass

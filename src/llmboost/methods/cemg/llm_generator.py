@@ -123,7 +123,7 @@ class LLMGenerativeRecommender(Recommender):
     """Causal-LM generator over semantic IDs (list-only, ``ranks_only``); ``method`` is ``"full"`` or
     ``"lora"`` fine-tuning. ``model`` is any core model setting (built-in name, folder, Hub id); ``precision``
     (``auto`` | ``fp32`` | ``bf16`` | ``fp16``) is used for fine-tuning and generation alike, ``auto`` picking
-    bfloat16 only where the device runs it natively (:mod:`llmboost.llm.precision`)."""
+    bfloat16 only where the device runs it faster than float32 (:mod:`llmboost.llm.precision`)."""
 
     name: ClassVar[str] = "cemg_llm"
     ranks_only: ClassVar[bool] = True

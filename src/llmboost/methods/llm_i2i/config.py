@@ -93,7 +93,7 @@ class Config:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     llm_seed: int = 0  # seed of the (shared) LLM fine-tuning runs
-    precision: str = "auto"  # LLM fine-tuning and scoring: auto (bf16 only where native) | fp32 | bf16
+    precision: str = "auto"  # LLM fine-tuning and scoring: auto (bf16 where faster: AMX, CUDA) | fp32 | bf16
 
 
 VARIANTS = ("base", "generator", "discriminator", "both")
