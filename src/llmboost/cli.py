@@ -8,6 +8,7 @@ Examples::
     llmboost plot runs/movielens-100k-sasrec         # curves.png and slices.png in the run folder
     llmboost data describe ../shared/datasets/amazon-beauty
     llmboost data split movielens-100k out/ml100k-loo --strategy leave_one_out
+    llmboost env                                    # precision auto picks here (and why), extras, models
 """
 
 from __future__ import annotations
@@ -254,6 +255,16 @@ def reproduce(
     except ReproduceError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"results in {out}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+def env(as_json: bool) -> None:
+    """What this machine gives llmboost: versions, the precision `auto` picks and why, extras, built-in models."""
+    from llmboost.environment import describe_environment, format_environment
+
+    info = describe_environment()
+    click.echo(json.dumps(info, indent=2) if as_json else format_environment(info))
 
 
 def _print_metrics(result: dict) -> None:
