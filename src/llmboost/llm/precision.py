@@ -4,9 +4,9 @@
 flag, with torch dispatching AVX512/AMX kernels) or a CUDA GPU with bf16 support — and float32 everywhere
 else. On CPUs without bf16 instructions bfloat16 is emulated (measured on an AVX2-only AMD EPYC: 1.3 GFLOP/s
 against 60 for float32). CPUs with AVX512-BF16 but no AMX run it natively yet no faster: on such an Intel Xeon
-(2026-12-01, one thread) a 1024^3 product ran at 81 GFLOP/s in bf16 against 135 in float32, a SmolLM2-135M
-forward pass at 235 against 380 tokens/s under autocast, and LoRA training at 72 against 75 tokens/s, so
-``auto`` keeps float32 there (``bf16`` can still be asked for).
+(2026-12-01, one thread, ``benchmarks/bench_precision.py``) a 1024^3 product ran at 80 GFLOP/s in bf16 against
+148 in float32, a SmolLM2-135M forward pass at 231 against 384 tokens/s under autocast, and LoRA training at 73
+against 90 tokens/s, so ``auto`` keeps float32 there (``bf16`` can still be asked for).
 
 The environment variable ``LLMBOOST_PRECISION`` (``fp32``, ``bf16``, ``fp16``) overrides what ``auto`` resolves
 to, everywhere at once; explicit settings are never overridden. The test suite sets it to ``fp32`` so that its
