@@ -55,3 +55,15 @@ def test_env_names_the_override(cpu, monkeypatch):
     info = environment.describe_environment()
     assert info["cpu"]["auto_precision"] == "fp32" and info["precision_override"] == "fp32"
     assert f"${P.AUTO_OVERRIDE_ENV}=fp32" in environment.format_environment(info)
+
+
+def test_reproduce_records_the_same_machine_facts(cpu):
+    from pathlib import Path
+
+    from llmboost.reproduce import _results_record
+
+    cpu("AVX512", {"avx512f", "avx512_bf16"})
+    machine = _results_record(Path("unused"), "quick", [], {}, [], 1.0)["machine"]
+    info = environment.describe_environment()
+    assert machine["cpu_capability"] == "AVX512" and machine["auto_precision"] == info["cpu"]["auto_precision"]
+    assert machine["threads"] == info["torch_threads"]

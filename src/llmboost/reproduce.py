@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmboost import __version__
 from llmboost.config import ConfigError, apply_overrides, from_mapping, to_dict
 from llmboost.jsonio import write_json
 
@@ -238,8 +237,9 @@ def _run_stage(method: Method, config: Any, stage_dir: Path, progress: bool) -> 
 def _results_record(
     out: Path, preset: str, stages: list[str], configs: dict[str, Any], outcomes: list[StageOutcome], total: float
 ) -> dict[str, Any]:
-    import torch
+    from llmboost.environment import describe_environment
 
+    env = describe_environment()
     return {
         "command": "llmboost reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if len(sys.argv) > 1 and sys.argv[1] == "reproduce"
@@ -247,13 +247,13 @@ def _results_record(
         "preset": preset,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": total,
-        "versions": {"llmboost": __version__, "python": platform.python_version(), "torch": torch.__version__},
+        "versions": {"llmboost": env["llmboost"], "python": env["python"], "torch": env["torch"]},
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
-            "cpu_capability": _cpu_capability(),
-            "threads": torch.get_num_threads(),
-            "auto_precision": _auto_precision(),
+            "cpu_capability": env["cpu"]["capability"],
+            "threads": env["torch_threads"],
+            "auto_precision": env["cpu"]["auto_precision"],
         },
         "stages": {
             o.key: {
@@ -365,19 +365,3 @@ def _fmt(value: Any) -> str:
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def _auto_precision() -> str:
-    """What ``precision="auto"`` means on this machine's CPU (``$LLMBOOST_PRECISION`` included)."""
-    from llmboost.llm.precision import resolved_precision_name
-
-    return resolved_precision_name("auto", "cpu")
-
-
-def _cpu_capability() -> str:
-    try:
-        import torch
-
-        return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # pragma: no cover - very old torch
-        return "unknown"
