@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from llmboost.data.interactions import Interactions
-from llmboost.models import SASRec
+from llmboost.models import SASRec, sasrec
 from llmboost.models.sasrec import _training_windows
 from llmboost.splitting import leave_one_out
 from tests.factories import TINY_SASREC, cyclic_sequences
@@ -54,3 +55,19 @@ def test_all_windows_trains_and_rejects_unknown_settings() -> None:
     model = SASRec(**(TINY_SASREC | {"max_len": 4}), train_on="all_windows")
     model.fit(split.train, split.valid)
     assert model.best_valid_ndcg_ is not None and model.best_valid_ndcg_ > 0.9
+
+
+def test_blocked_cross_entropy_equals_the_whole_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-softmax loss computed in blocks of rows has the loss and gradients of one big block."""
+    torch.manual_seed(0)
+    hidden = torch.randn(1001, 16, requires_grad=True)
+    items = torch.randn(300, 16, requires_grad=True)
+    targets = torch.randint(0, 300, (1001,))
+    whole = F.cross_entropy(hidden @ items.T, targets)
+    whole_grads = torch.autograd.grad(whole, (hidden, items))
+    monkeypatch.setattr(sasrec, "_LOGIT_BLOCK_BYTES", 4 * 300 * 64)  # blocks of 64 rows, the last one short
+    blocked = sasrec._full_softmax_cross_entropy(hidden, items, targets)
+    blocked_grads = torch.autograd.grad(blocked, (hidden, items))
+    assert blocked.item() == pytest.approx(whole.item(), rel=1e-5)
+    for a, b in zip(blocked_grads, whole_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
