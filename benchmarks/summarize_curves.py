@@ -50,8 +50,8 @@ def table(curves: dict[tuple, list[dict]], pairs: list[tuple[tuple, tuple]]) -> 
             sa, sb = seconds_to(curves[a], level), seconds_to(curves[b], level)
             wa, wb = seconds_to(curves[a], level, wall), seconds_to(curves[b], level, wall)
             lines.append(
-                f"| {a[0]} | {a[1]} {a[2]} | {b[1]} {b[2]} | {level:.4f} | {sa:.1f} | {sb:.1f} | "
-                f"{sb / sa:.2f}x | {wa:.1f} | {wb:.1f} | {wb / wa:.2f}x |"
+                f"| {a[0]} | {a[1]} {a[2]} seed {a[3]} | {b[1]} {b[2]} seed {b[3]} | {level:.4f} | "
+                f"{sa:.1f} | {sb:.1f} | {sb / sa:.2f}x | {wa:.1f} | {wb:.1f} | {wb / wa:.2f}x |"
             )
     return "\n".join(lines)
 
@@ -83,9 +83,8 @@ def plot(curves: dict[tuple, list[dict]], model: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, curve in sorted(curves.items()):
         if key[0] == model:
-            ax.plot(
-                [cpu(r) for r in curve], [r["valid_ndcg@10"] for r in curve], marker=".", label=f"{key[1]} {key[2]}"
-            )
+            label = f"{key[1]} {key[2]} seed {key[3]}"
+            ax.plot([cpu(r) for r in curve], [r["valid_ndcg@10"] for r in curve], marker=".", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("training CPU seconds of the process (1 thread, shared 2-core CPU; validation not counted)")
     ax.set_ylabel("validation NDCG@10 (llmboost evaluator)")
