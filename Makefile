@@ -51,8 +51,10 @@ recbole-venv: $(RECBOLE_VENV)/.installed
 bench-backbones: $(STAMP) $(RECBOLE_VENV)/.installed
 	$(PIP) install -q -e '.[bench]'
 	rm -f $(BENCH_OUT)/curves-cpu-*.jsonl
-	for s in last_window all_windows; do $(BENCH) $(PY) benchmarks/bench_curves.py --system llmboost --model sasrec \
-		--setting $$s --out $(BENCH_OUT)/curves-cpu-sasrec.jsonl; done
+	for seed in 0 1 2; do $(BENCH) $(PY) benchmarks/bench_curves.py --system llmboost --model sasrec \
+		--setting last_window --seed $$seed --out $(BENCH_OUT)/curves-cpu-sasrec.jsonl; done
+	$(BENCH) $(PY) benchmarks/bench_curves.py --system llmboost --model sasrec --setting all_windows \
+		--out $(BENCH_OUT)/curves-cpu-sasrec.jsonl
 	for s in same default; do $(BENCH) $(RECBOLE_VENV)/bin/python benchmarks/bench_curves.py --system recbole \
 		--model sasrec --setting $$s --deadline $(BENCH_DEADLINE) --out $(BENCH_OUT)/curves-cpu-sasrec.jsonl; done
 	for sys in llmboost implicit; do $(BENCH) $(PY) benchmarks/bench_curves.py --system $$sys --model bprmf \

@@ -5,7 +5,8 @@
 * ``cpu`` — the issue's CPU configuration: every variant and ablation on BPR-MF (40-epoch cap), backbone /
   selective / global / random / oracle on SASRec (10-epoch cap); three teachers: sentence embeddings on all
   users, zero-shot likelihood on ``llm_users`` = 100 and the zero-shot A/B choice teacher on ``choice_users`` =
-  40 of those, so the LLM stage fits 15 minutes. Subsets are drawn uniformly at random with ``subset_seed``
+  32 of those, so the LLM stage fits 15 minutes (13.9 min measured on Amazon Scientific, whose long titles make
+  it the slower dataset; docs/sllmr.md). Subsets are drawn uniformly at random with ``subset_seed``
   from users with at least ``min_history`` training events and a validation item, and recorded in
   ``stages/subsets.json``.
 * ``full`` — paper scale (a GPU job): all users for every teacher, LoRA teacher fine-tuned on all histories.
@@ -111,7 +112,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "teachers": ["embedding", "likelihood", "choice"],
         "llm_users": 100,
-        "choice_users": 40,
+        "choice_users": 32,
         "n_candidates": 5,
         "backbones": ["bprmf", "sasrec"],
         "sasrec_variants": ["backbone", "selective", "global", "random", "oracle"],
