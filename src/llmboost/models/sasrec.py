@@ -204,6 +204,9 @@ class SelfAttentionBlock(nn.Module):
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
+_LOGIT_BLOCK_BYTES = 16 << 20  # logits per block of rows in `_full_softmax_cross_entropy`
+
+
 def _full_softmax_cross_entropy(hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ items.T`` against ``targets``, computed in blocks of rows whose logits
     stay below glibc's 32 MB mmap threshold: one (rows x catalog) block of 40+ MB is mapped and page-faulted
@@ -216,9 +219,6 @@ def _full_softmax_cross_entropy(hidden: torch.Tensor, items: torch.Tensor, targe
         for i in range(0, len(targets), rows_per_block)
     )
     return total / len(targets)
-
-
-_LOGIT_BLOCK_BYTES = 16 << 20
 
 
 def _training_windows(train: Interactions, width: int, train_on: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
