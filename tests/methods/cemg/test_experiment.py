@@ -70,6 +70,8 @@ def test_tiny_experiment_writes_report_and_resumes(shared_datasets: Path, tmp_pa
     data = results["datasets"]["movielens-100k"]
     assert data["modalities"]["visual"] == "absent"  # no images in the shared data: said, never faked
     assert data["modalities"]["text"]["coverage"] == 1.0
+    collaborative = data["modalities"]["collaborative"]  # added per seed for the variants that use it
+    assert "trained per seed" in collaborative["source"] and "cemg" in collaborative["variants"]
     for variant in ("sasrec", "tiger", "cemg", "cemg_collab_only"):
         recall = data["metrics"][variant]["Recall@10"]["mean"]
         assert 0.0 <= recall <= 1.0

@@ -122,6 +122,19 @@ def prepare_data(source: str, max_users: int | None, seed: int = 0) -> tuple[Dat
     return dataset, leave_one_out(dataset)
 
 
+def _modalities(config: CEMGConfig, features: ItemFeatures) -> dict[str, object]:
+    """``features.describe()`` with the collaborative modality named where it comes from: the dataset-level
+    features hold content only, each seed adds its own backbone's item embeddings."""
+    described = features.describe()
+    variants = [v for v in config.variants if v in NEEDS_COLLAB]
+    if variants:
+        described["collaborative"] = {
+            "source": f"{config.features.collab_model} item embeddings, trained per seed",
+            "variants": variants,
+        }
+    return described
+
+
 def build_features(config: CEMGConfig, dataset: Dataset, cache: Path, progress: bool = False) -> ItemFeatures:
     """Text (and optional LLM / visual) modalities; the collaborative part is added per seed."""
     features = ItemFeatures(dataset.n_items)
@@ -227,7 +240,7 @@ def _run_dataset(config: CEMGConfig, source: str, out_dir: Path, progress: bool)
             "test_users": len(targets.active_users()),
             "log": dataset.log + split.log,
         },
-        "modalities": features.describe(),
+        "modalities": _modalities(config, features),
         "metrics": {v: aggregate(rows) for v, rows in per_variant.items() if rows},
         "codebook": {v: _codebook_summary(rows) for v, rows in codebooks.items()},
         "seconds": {v: float(np.mean(t)) for v, t in timings.items()},
