@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def prepare_data(source: str, max_users: int | None, seed: int = 0) -> tuple[Dat
 
 def _modalities(config: CEMGConfig, features: ItemFeatures) -> dict[str, object]:
     """``features.describe()`` with the collaborative modality named where it comes from: the dataset-level
-    features hold content only, each seed adds its own backbone's item embeddings."""
+    features hold content only; each seed's variants get a copy with that seed's backbone item embeddings."""
     described = features.describe()
     variants = [v for v in config.variants if v in NEEDS_COLLAB]
     if variants:
@@ -210,7 +211,7 @@ def _run_dataset(config: CEMGConfig, source: str, out_dir: Path, progress: bool)
     timings: dict[str, list[float]] = {}
     for seed in config.seeds:
         seed_dir = folder / f"seed-{seed}"
-        collab = None
+        seed_features = features  # content only, until a variant needs this seed's collaborative embeddings
         for variant in config.variants:
             stage_dir = seed_dir / variant
             key = _stage_key(config, variant, dataset.fingerprint(), seed)
@@ -218,11 +219,11 @@ def _run_dataset(config: CEMGConfig, source: str, out_dir: Path, progress: bool)
             if done.exists() and json.loads(done.read_text()).get("key") == key:
                 record = json.loads(done.read_text())
             else:
-                if variant in NEEDS_COLLAB and collab is None:
+                if variant in NEEDS_COLLAB and seed_features.collaborative is None:
                     collab = _collaborative(config, split, seed, seed_dir, progress)
-                    features.collaborative = collab
+                    seed_features = replace(features, collaborative=collab)
                 record = _run_variant(
-                    config, variant, split, features, history, targets, slices, seed, stage_dir, progress, dataset
+                    config, variant, split, seed_features, history, targets, slices, seed, stage_dir, progress, dataset
                 )
                 record["key"] = key
                 stage_dir.mkdir(parents=True, exist_ok=True)
