@@ -15,7 +15,7 @@ from llmboost.data.interactions import Interactions
 from llmboost.evaluation import evaluate
 from llmboost.models import REGISTRY, Item2Vec, ItemCF, MostPopular, Recommender, Swing
 from llmboost.models.item2vec import skipgram_pairs
-from llmboost.models.neighbors import sparse_top_k
+from llmboost.models.neighbors import kernel_lanes, sparse_top_k
 from llmboost.splitting import leave_one_out, make_slices
 from tests.factories import events_dataset, two_communities
 
@@ -224,6 +224,8 @@ def test_bad_settings(toy) -> None:
         Swing(alpha=0.0, progress=False).fit(toy)
     with pytest.raises(ValueError, match="empty"):
         ItemCF().fit(toy.select(np.zeros(len(toy), bool)))
+    with pytest.raises(ValueError, match="num_threads"):
+        kernel_lanes(-1)
 
 
 @pytest.mark.realdata
@@ -271,6 +273,23 @@ def test_swing_equals_the_pure_python_reference_on_beauty(shared_datasets: Path)
             else:  # the 50 largest: nothing left out is larger than the smallest kept
                 assert min(vals) >= max(v for j, v in ref[i].items() if j not in set(ids.tolist())) * (1 - 1e-5)
             np.testing.assert_allclose(vals, [ref[i][j] for j in ids], rtol=1e-5)
+
+
+@pytest.mark.realdata
+def test_compiled_neighbours_do_not_depend_on_the_number_of_threads(shared_datasets: Path) -> None:
+    """The compiled kernels split users and items over lanes in chunks (more chunks than lanes here, and more
+    lanes than cores with 3): the tables are bitwise equal for 1, 2 and 3 threads, with and without weights."""
+    pytest.importorskip("numba", reason="the compiled kernels need the 'fast' extra")
+    train = leave_one_out(load_dataset(shared_datasets / "amazon-beauty", cache=False)).train
+    sub = train.select(train.users < 3000)
+    w = np.random.default_rng(0).uniform(0.2, 1.0, len(sub)).astype(np.float32)
+    for cls in (Swing, ItemCF):
+        for weights in (None, w):
+            tables = [cls(method="numba", num_threads=t, progress=False).fit(sub, weights=weights) for t in (1, 2, 3)]
+            assert (tables[0].neighbors_ >= 0).sum() > sub.n_items  # a real table, not an empty one
+            for other in tables[1:]:
+                np.testing.assert_array_equal(other.neighbors_, tables[0].neighbors_)
+                np.testing.assert_array_equal(other.neighbor_scores_, tables[0].neighbor_scores_)
 
 
 def test_swing_unit_weights_equal_unweighted_and_lower_weights_lower_similarity(toy) -> None:

@@ -5,7 +5,8 @@ consumed ``i``, ``n_i = sum_u r_ui`` and, with ``iuf=True``, the inverse-user-fr
 ``w_u = 1 / log(1 + |I_u|)`` (heavy users say less about each pair); otherwise ``w_u = 1``.
 Only each row's top-``k`` is kept. ``method="numba"`` (the ``fast`` extra; ``"auto"`` uses it when installed):
 per item a dense accumulator over its users' items and the row's top-``k``, compiled
-(:func:`llmboost.models._kernels.itemcf_top_k`, implicit's per-row approach); ``"numpy"``: the sparse product
+(:func:`llmboost.models._kernels.itemcf_top_k`, implicit's per-row approach; items split over ``num_threads``
+threads, 0: all of numba's); ``"numpy"``: the sparse product
 ``R^T W R`` in blocks of items and a packed-key sort for the top-``k``.
 """
 
@@ -16,7 +17,7 @@ import scipy.sparse as sp
 
 from llmboost._optional import require
 from llmboost.data.interactions import Interactions
-from llmboost.models.neighbors import ItemToItemRecommender, compiled_kernels, sparse_top_k
+from llmboost.models.neighbors import ItemToItemRecommender, compiled_kernels, kernel_lanes, sparse_top_k
 
 
 class ItemCF(ItemToItemRecommender):
@@ -34,6 +35,7 @@ class ItemCF(ItemToItemRecommender):
         fallback: str = "popularity",
         method: str = "auto",
         block_size: int = 2048,
+        num_threads: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
     ) -> None:
@@ -42,6 +44,7 @@ class ItemCF(ItemToItemRecommender):
         self.shrink = shrink
         self.method = method
         self.block_size = block_size
+        self.num_threads = num_threads
 
     def _similarities(self, train: Interactions, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self.method not in ("auto", "numba", "numpy"):
@@ -67,6 +70,7 @@ class ItemCF(ItemToItemRecommender):
                 norms.astype(np.float64),
                 float(self.shrink),
                 self.k,
+                kernel_lanes(self.num_threads),
             )
             bar.update(n)
             bar.close()

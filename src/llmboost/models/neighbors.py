@@ -95,6 +95,19 @@ def compiled_kernels() -> ModuleType | None:
     return _kernels
 
 
+def kernel_lanes(num_threads: int) -> int:
+    """How many parallel lanes the compiled kernels run: ``num_threads``, or with 0 all of numba's threads
+    (``numba.get_num_threads()``: the cores, or what ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads`` set),
+    like implicit's ``num_threads=0``. The neighbours do not depend on it."""
+    if num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0 (0: all of numba's threads), got {num_threads}")
+    if num_threads:
+        return num_threads
+    import numba
+
+    return numba.get_num_threads()
+
+
 def neighbor_matrix(neighbors: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
     """The ``n_items x n_items`` sparse similarity matrix holding only each row's top-K neighbours (built
     straight from the padded table: each row's ids are distinct, so no duplicate summing is needed; the rows

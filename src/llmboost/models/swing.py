@@ -13,7 +13,9 @@ Three exact ways to compute it (``method``; ``"auto"`` picks by data density):
 * ``"numba"`` (the ``fast`` extra; sparse catalogs): each unordered user pair sharing >= 2 items is visited
   once; ``sim(a, b) += W_p x_pa x_pb`` over the items of the pair's intersection, ``W_p = w_u w_v / (alpha +
   |I_u ∩ I_v|)``, ``x_pa = r_ua r_va``; per item a dense row accumulator and its top-``k``
-  (:mod:`llmboost.models._kernels`). A pair sharing one item only adds to ``sim(i, i)`` and is skipped.
+  (:mod:`llmboost.models._kernels`). A pair sharing one item only adds to ``sim(i, i)`` and is skipped. Users
+  and items are split over ``num_threads`` threads (0: all of numba's, like implicit); the result is the same
+  for any number.
 * ``"pairs"`` (numpy/scipy fallback of the same formulation): ``C = B B^T`` (B binary), the pairs ``u < v`` with
   ``C_uv >= 2``, ``X = R[u] ∘ R[v]`` (one row per pair), ``S = X^T diag(W) X`` in blocks of items.
 * ``"items"`` (dense data such as MovieLens, where user pairs share tens of items; also ``max_item_users``): per
@@ -29,7 +31,13 @@ import scipy.sparse as sp
 
 from llmboost._optional import require
 from llmboost.data.interactions import Interactions, segment_offsets
-from llmboost.models.neighbors import ItemToItemRecommender, compiled_kernels, sparse_top_k, top_k_rows
+from llmboost.models.neighbors import (
+    ItemToItemRecommender,
+    compiled_kernels,
+    kernel_lanes,
+    sparse_top_k,
+    top_k_rows,
+)
 
 METHODS = ("auto", "numba", "pairs", "items")
 DENSE_DEGREE = 30  # ``method="auto"``: mean items per user above which the per-item products are used
@@ -52,6 +60,7 @@ class Swing(ItemToItemRecommender):
         seed: int = 0,
         method: str = "auto",
         block_size: int = 2048,
+        num_threads: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
     ) -> None:
@@ -62,6 +71,7 @@ class Swing(ItemToItemRecommender):
         self.seed = seed
         self.method = method
         self.block_size = block_size
+        self.num_threads = num_threads
 
     def _similarities(self, train: Interactions, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if self.alpha <= 0:
@@ -106,6 +116,7 @@ class Swing(ItemToItemRecommender):
             w_user,
             float(self.alpha),
             self.k,
+            kernel_lanes(self.num_threads),
         )
         bar.update(n)
         bar.close()
