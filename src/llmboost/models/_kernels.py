@@ -37,6 +37,13 @@ import numpy as np
 CHUNK = 256  # users or items per unit of work of a lane
 
 
+def _lanes_only() -> dict[str, bool]:
+    """numba's ``parallel`` option with ``prange`` alone on: the array expressions around the lanes stay serial
+    (numba would otherwise run each on its thread pool, which costs more than they do)."""
+    serial = ("comprehension", "reduction", "inplace_binop", "setitem", "numpy", "stencil", "fusion")
+    return {**dict.fromkeys(serial, False), "prange": True}
+
+
 @numba.njit(cache=True, inline="always")
 def _scatter_add(
     acc: np.ndarray, touched: np.ndarray, n_touched: int, items: np.ndarray, values: np.ndarray, x: float
@@ -168,7 +175,7 @@ def _pair_blocks_lane(
                 used[pos] = False
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=_lanes_only())
 def _pair_blocks(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -198,11 +205,15 @@ def _pair_blocks(
     row_at = np.empty(len(item_users), np.int64)
     block_items = np.empty(len(indices), np.int32)
     width = np.zeros(n_users, np.int64)
-    for lane in numba.prange(n_lanes):
-        _pair_blocks_lane(
-            lane, n_lanes, indptr, indices, data, item_ptr, item_users, item_values, weighted, w_user, alpha,
-            position, block_at, blocks, row_at, block_items, width,
-        )  # fmt: skip
+    args = (
+        indptr, indices, data, item_ptr, item_users, item_values, weighted, w_user, alpha,
+        position, block_at, blocks, row_at, block_items, width,
+    )  # fmt: skip
+    if n_lanes == 1:  # not through the thread pool, whose idle threads would spin
+        _pair_blocks_lane(0, 1, *args)
+    else:
+        for lane in numba.prange(n_lanes):
+            _pair_blocks_lane(lane, n_lanes, *args)
     return blocks, row_at, block_items, width
 
 
@@ -238,7 +249,7 @@ def _swing_rows_lane(
             _row_top_k(a, touched, n_touched, acc, ids, vals, ids.shape[1])
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=_lanes_only())
 def swing_top_k(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -262,8 +273,12 @@ def swing_top_k(
     n_items = len(item_ptr) - 1
     ids = np.full((n_items, k), -1, np.int64)
     vals = np.zeros((n_items, k), np.float32)
-    for lane in numba.prange(n_lanes):
-        _swing_rows_lane(lane, n_lanes, indptr, item_ptr, item_users, blocks, row_at, block_items, width, ids, vals)
+    args = (indptr, item_ptr, item_users, blocks, row_at, block_items, width, ids, vals)
+    if n_lanes == 1:
+        _swing_rows_lane(0, 1, *args)
+    else:
+        for lane in numba.prange(n_lanes):
+            _swing_rows_lane(lane, n_lanes, *args)
     return ids, vals
 
 
@@ -390,7 +405,7 @@ def _itemcf_rows_lane(
             _row_top_k(i, touched, n_touched, acc, ids, vals, ids.shape[1])
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=_lanes_only())
 def itemcf_top_k(
     item_ptr: np.ndarray,
     item_users: np.ndarray,
@@ -409,11 +424,12 @@ def itemcf_top_k(
     n_items = len(item_ptr) - 1
     ids = np.full((n_items, k), -1, np.int64)
     vals = np.zeros((n_items, k), np.float32)
-    for lane in numba.prange(n_lanes):
-        _itemcf_rows_lane(
-            lane, n_lanes, item_ptr, item_users, item_values, user_ptr, user_items, user_values, norms, shrink,
-            ids, vals,
-        )  # fmt: skip
+    args = (item_ptr, item_users, item_values, user_ptr, user_items, user_values, norms, shrink, ids, vals)
+    if n_lanes == 1:  # not through the thread pool, whose idle threads would spin
+        _itemcf_rows_lane(0, 1, *args)
+    else:
+        for lane in numba.prange(n_lanes):
+            _itemcf_rows_lane(lane, n_lanes, *args)
     return ids, vals
 
 
