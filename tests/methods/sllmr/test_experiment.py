@@ -22,6 +22,8 @@ def test_presets_and_overrides():
         load_config("quick", ["gate.features=[nope]"])
     with pytest.raises(ConfigError, match="served_model"):
         load_config("quick", ["teachers=[served]"])
+    with pytest.raises(ConfigError, match="served_kind"):
+        load_config("quick", ["teachers=[served]", "served_model=http://127.0.0.1:1", "served_kind=yesno"])
     cpu = preset("cpu")  # the issue's CPU configuration: three teachers, both backbones with the baselines
     assert {"embedding", "likelihood", "choice"} <= set(cpu.teachers) and cpu.choice_users < cpu.llm_users
     assert {"random", "oracle"} <= set(cpu.sasrec_variants)
@@ -37,6 +39,18 @@ def test_choice_subset_is_a_seeded_subset_of_the_llm_users():
     assert len(sub) == 40 and np.isin(sub, llm).all() and (np.diff(sub) > 0).all()
     assert np.array_equal(sub, choice_subset(llm, 40, 0)) and not np.array_equal(sub, choice_subset(llm, 40, 1))
     assert np.array_equal(choice_subset(llm, None, 0), llm)
+
+
+def test_a_served_model_asked_ab_questions_scores_the_choice_users_only():
+    """The served teacher with ``served_kind=choice`` asks N(N-1) A/B prompts per user like the choice teacher,
+    so it gets the same ``choice_users`` subset (and its runs are keyed by that subset and the kind)."""
+    from llmboost.methods.sllmr.experiment import asks_choice
+
+    served = ["teachers=[served]", "served_model=http://127.0.0.1:1"]
+    assert asks_choice("choice", load_config("quick", []))
+    assert asks_choice("served", load_config("quick", [*served, "served_kind=choice"]))
+    assert not asks_choice("served", load_config("quick", served))  # likelihood: one request per user
+    assert not asks_choice("likelihood", load_config("quick", [*served, "served_kind=choice"]))
 
 
 @pytest.mark.realdata

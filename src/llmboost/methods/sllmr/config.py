@@ -76,7 +76,8 @@ class SLLMRConfig:
     max_history: int = 10  #: history items shown to the teacher (most recent last)
     min_history: int = 3  #: users with fewer training events get no LLM supervision
     llm_users: int | None = 200  #: users scored by LLM teachers (random subset); None = all
-    choice_users: int | None = None  #: users of the A/B choice teacher: a seeded random subset of the LLM users
+    choice_users: int | None = None  #: users of the A/B teachers (choice; served with served_kind=choice): a seeded
+    #: random subset of the LLM users
     #: (it costs N(N-1) prompts per user against one request for the likelihood teacher); None = all LLM users
     embedding_users: int | None = None  #: users scored by the embedding teacher; None = all
     subset_seed: int = 0  #: seed of the user subsets and sampled negatives
@@ -176,6 +177,8 @@ def validate(config: SLLMRConfig) -> SLLMRConfig:
         raise ConfigError(f"n_candidates must be >= 2, not {config.n_candidates}")
     if "served" in config.teachers and not config.served_model:
         raise ConfigError("teacher 'served' needs served_model=<URL of an OpenAI-compatible server>")
+    if config.served_kind not in ("likelihood", "choice"):
+        raise ConfigError(f"served_kind must be likelihood or choice, not {config.served_kind!r}")
     if not config.seeds:
         raise ConfigError("seeds must not be empty")
     from llmboost.methods.sllmr.gate import FEATURES

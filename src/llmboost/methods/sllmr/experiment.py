@@ -164,7 +164,7 @@ def supervision(config: SLLMRConfig, data: dict[str, Any], reference: Any, out: 
     fingerprints: dict[str, str] = {}
     for name in config.teachers:
         started = time.perf_counter()
-        scored = choice_users if name == "choice" else llm_users
+        scored = choice_users if asks_choice(name, config) else llm_users
         rows = np.arange(len(cands)) if name == "embedding" else np.flatnonzero(np.isin(cands.users, scored))
         sub = cands.subset(rows)
         mask = np.isin(pairs.row, rows)
@@ -190,6 +190,12 @@ def candidates_summary(cands: Candidates, pairs: Pairs) -> dict[str, int]:
         "labelled_pairs": int(pairs.labelled.sum()),
         "per_user_candidates": int(cands.items.shape[1]),
     }
+
+
+def asks_choice(teacher: str, config: SLLMRConfig) -> bool:
+    """Whether ``teacher`` is asked A/B questions (the choice teacher, or the served one with ``served_kind``
+    ``choice``): those teachers score only the ``choice_users`` subset."""
+    return teacher == "choice" or (teacher == "served" and config.served_kind == "choice")
 
 
 def choice_subset(llm_users: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -408,7 +414,8 @@ def run_experiment(config: SLLMRConfig, out_dir: Path, progress: bool = True) ->
                     "gate": asdict(config.gate),
                     "n_candidates": config.n_candidates,
                     "users": [config.llm_users, config.embedding_users, config.subset_seed, config.min_history]
-                    + ([config.choice_users] if teacher == "choice" else []),
+                    + ([config.choice_users] if asks_choice(teacher, config) else [])
+                    + ([config.served_kind] if teacher == "served" else []),
                     "max_history": config.max_history,
                     "temperature": config.temperature,
                     "norm": config.likelihood_norm,
