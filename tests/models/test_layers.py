@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from llmboost.models.layers import Dropout, attention, dropout, dropout_scale_mask
+from llmboost.models.layers import Dropout, attention, dropout, dropout_scale_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
@@ -71,3 +74,21 @@ def test_attention_with_dropout_stays_causal_and_unbiased() -> None:
     # averaged over many draws the dropped-out attention equals the plain one (inverted-dropout scaling)
     plain = attention(q, k, v, bias)
     assert (out - plain).mean().abs().item() < 0.02
+
+
+def test_use_fast_dropout_swaps_every_dropout_module_and_keeps_the_state() -> None:
+    """An ``nn.Transformer``'s dropout modules all become ``layers.Dropout`` with the same ``p``; its state dict
+    loads into an unswapped copy and both compute the same in eval mode."""
+    torch.manual_seed(0)
+    plain = nn.Transformer(16, 2, 1, 1, 32, 0.25, batch_first=True)
+    fast = use_fast_dropout(copy.deepcopy(plain))
+    swapped = [m for m in fast.modules() if isinstance(m, nn.Dropout)]
+    assert len(swapped) == sum(isinstance(m, nn.Dropout) for m in plain.modules()) == 7  # 3 + 4
+    assert all(type(m) is Dropout and m.p == 0.25 for m in swapped)
+    plain.load_state_dict(fast.state_dict())
+    src, tgt = torch.randn(3, 5, 16), torch.randn(3, 4, 16)
+    plain.eval(), fast.eval()
+    torch.testing.assert_close(fast(src, tgt), plain(src, tgt), rtol=0, atol=0)
+    fast.train()
+    torch.manual_seed(1)
+    assert not torch.equal(fast(src, tgt), fast(src, tgt))  # masks are drawn in training

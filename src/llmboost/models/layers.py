@@ -53,6 +53,18 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+def use_fast_dropout(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.Dropout`` inside ``module`` (the layers of an ``nn.Transformer``, say) by
+    :class:`Dropout` with the same ``p``; returns ``module``. No parameters or buffers change, so state dicts
+    load either way. The attention-weight dropout of ``nn.MultiheadAttention`` is a functional call inside
+    torch and keeps torch's mask."""
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.Dropout:
+                setattr(parent, name, Dropout(child.p, child.inplace))
+    return module
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout_p: float = 0.0
 ) -> torch.Tensor:

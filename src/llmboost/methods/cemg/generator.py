@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from llmboost.data.interactions import Interactions
 from llmboost.methods.cemg.trie import SemanticIDTrie
 from llmboost.models.base import Recommender
+from llmboost.models.layers import use_fast_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Seq2SeqNetwork(nn.Module):
             self.transformer = nn.Transformer(
                 d_model, heads, layers, layers, ff, dropout, batch_first=True, norm_first=True
             )
+        use_fast_dropout(self.transformer)  # cheaper masks on CPUs (llmboost.models.layers)
         self.head = nn.Linear(d_model, vocab - 1)
         level_of_column = np.repeat(np.arange(self.levels), sizes)
         self.register_buffer("column_level", torch.from_numpy(level_of_column), persistent=False)
