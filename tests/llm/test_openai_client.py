@@ -362,6 +362,20 @@ def test_no_or_misaligned_echo_falls_back_to_top_logprobs(echo_mode):
             forced.choice_logprobs([ChoiceRequest(PROMPT, (" yes",))])
 
 
+def test_a_prompt_whose_likeliest_next_token_ends_the_text_is_asked_again_with_min_tokens():
+    """llama.cpp returns no token and no alternatives when the end of text is the likeliest next token; the
+    fallback asks those prompts again with ``min_tokens=1`` and scores them like the others."""
+    with FakeOpenAIServer(echo=False, ends_after=("Q:",)) as srv:
+        model = _client(srv, model="m", echo=False)
+        out = model.choice_logprobs([ChoiceRequest(PROMPT, (" yes", " no")), ChoiceRequest("Q:", (" A", " B"))])
+        alts = top_alternatives("Q:")
+        np.testing.assert_array_equal(out[1], [alts[" A"], alts[" B"]])
+        np.testing.assert_array_equal(out[0], [top_alternatives(PROMPT)[" yes"], top_alternatives(PROMPT)[" no"]])
+        last = srv.requests[-1][2]
+        assert last["min_tokens"] == 1 and last["prompt"] == "Q:"  # only the prompt that ended at once
+        assert all("min_tokens" not in body for _, _, body, _ in srv.requests[:-1] if body)
+
+
 def test_echo_rejected_with_400_falls_back(srv):
     model = _client(srv, model="m", echo=None)
     srv.faults.extend([None, (400, {"error": {"message": "echo is not supported with logprobs"}})])

@@ -99,6 +99,12 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name} in JSON")
 
 
+def _ended_at_once(choice: dict[str, Any]) -> bool:
+    """A completion that stopped before its first token (no tokens, ``finish_reason`` ``stop``)."""
+    lp = choice.get("logprobs")
+    return choice.get("finish_reason") == "stop" and isinstance(lp, dict) and not lp.get("tokens")
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -401,11 +407,21 @@ class OpenAICompatibleModel:
         return [_echoed_choice(first, p, c, url, raw) for (p, c), (first, raw) in zip(pairs, answers, strict=True)]
 
     def _score_top(self, requests: Sequence[ChoiceRequest]) -> list[np.ndarray]:
-        """No-echo fallback: each choice must be one of the ``top_logprobs`` next tokens after the prompt."""
+        """No-echo fallback: each choice must be one of the ``top_logprobs`` next tokens after the prompt.
+
+        Where the most likely next token ends the text, llama.cpp stops before it and returns no token and no
+        alternatives; those prompts are asked again with ``min_tokens=1``, which keeps the end of text out of
+        the first position (the choices' log-probs relative to each other do not change)."""
         url = self.base_url + "/completions"
         body = {"max_tokens": 1, "temperature": 0.0, "logprobs": self.top_logprobs}
+        answers = self._complete([r.prompt for r in requests], body)
+        ended = [i for i, (first, _) in enumerate(answers) if _ended_at_once(first)]
+        if ended:  # ask again with the end of text held back for one token (llama.cpp and vLLM take min_tokens)
+            again = self._complete([requests[i].prompt for i in ended], {**body, "min_tokens": 1})
+            for i, answer in zip(ended, again, strict=True):
+                answers[i] = answer
         out = []
-        for req, (first, raw) in zip(requests, self._complete([r.prompt for r in requests], body), strict=True):
+        for req, (first, raw) in zip(requests, answers, strict=True):
             lp = first.get("logprobs")
             top = lp.get("top_logprobs") if isinstance(lp, dict) else None
             if not isinstance(top, list) or not top or not isinstance(top[0], dict):

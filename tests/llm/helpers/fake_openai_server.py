@@ -9,6 +9,8 @@ request: ``None`` (the normal answer), ``(status, body)``, ``(status, body, head
 
 ``/v1/completions`` takes a list of prompts (one choice per prompt, with its ``index``) like vLLM and OpenAI;
 ``multi_prompt=False`` makes it answer a list of more than one prompt with HTTP 500, as llama-cpp-python does.
+``ends_after``: prompts ending with one of these strings have the end of text as their most likely next token, so
+(without echo, like llama.cpp) the answer has no token and no alternatives, unless the request sets ``min_tokens``.
 ``connections`` counts the TCP connections accepted (to test keep-alive).
 """
 
@@ -57,7 +59,11 @@ def top_alternatives(prompt: str) -> dict[str, float]:
 
 
 def answer(
-    path: str, payload: dict[str, Any] | None, echo: bool | str = True, multi_prompt: bool = True
+    path: str,
+    payload: dict[str, Any] | None,
+    echo: bool | str = True,
+    multi_prompt: bool = True,
+    ends_after: tuple[str, ...] = (),
 ) -> tuple[int, Any]:
     """The normal answer of the fake server.
 
@@ -74,16 +80,20 @@ def answer(
         return 404, {"error": {"message": f"no route {path}"}}
     prompts = payload["prompt"]
     if isinstance(prompts, str):
-        return 200, {"choices": [_completion(prompts, payload, echo)]}
+        return 200, {"choices": [_completion(prompts, payload, echo, ends_after)]}
     if len(prompts) > 1 and not multi_prompt:
         return 500, {"error": {"message": "AssertionError: len(body.prompt) <= 1"}}
-    return 200, {"choices": [{**_completion(p, payload, echo), "index": i} for i, p in enumerate(prompts)]}
+    choices = [{**_completion(p, payload, echo, ends_after), "index": i} for i, p in enumerate(prompts)]
+    return 200, {"choices": choices}
 
 
-def _completion(prompt: str, payload: dict[str, Any], echo: bool | str) -> dict[str, Any]:
+def _completion(prompt: str, payload: dict[str, Any], echo: bool | str, ends_after: tuple[str, ...]) -> dict[str, Any]:
     """The choice answering one prompt."""
     if not payload.get("logprobs"):
         return {"index": 0, "text": " completion of " + prompt[-5:], "logprobs": None}
+    if prompt.endswith(ends_after) and not payload.get("echo") and not payload.get("min_tokens"):
+        empty: dict[str, list] = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+        return {"index": 0, "text": "", "logprobs": empty, "finish_reason": "stop"}
     full = prompt + GENERATED
     toks = tokenize(full)
     n_prompt = len(tokenize(prompt))
@@ -110,9 +120,10 @@ def _completion(prompt: str, payload: dict[str, Any], echo: bool | str) -> dict[
 class FakeOpenAIServer:
     """Start with ``with FakeOpenAIServer() as srv:``; ``srv.url`` is the base URL."""
 
-    def __init__(self, *, echo: bool | str = True, multi_prompt: bool = True) -> None:
+    def __init__(self, *, echo: bool | str = True, multi_prompt: bool = True, ends_after: tuple[str, ...] = ()) -> None:
         self.echo = echo
         self.multi_prompt = multi_prompt
+        self.ends_after = ends_after
         self.connections = 0
         self._count_lock = threading.Lock()
         self.faults: deque[Any] = deque()
@@ -135,7 +146,7 @@ class FakeOpenAIServer:
         return [p for _, p, _, _ in self.requests]
 
     def answer(self, path: str, payload: dict[str, Any] | None) -> tuple[int, Any]:
-        return answer(path, payload, echo=self.echo, multi_prompt=self.multi_prompt)
+        return answer(path, payload, echo=self.echo, multi_prompt=self.multi_prompt, ends_after=self.ends_after)
 
     # -- HTTP plumbing --------------------------------------------------------------------------------
 
