@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +293,31 @@ def test_compiled_neighbours_do_not_depend_on_the_number_of_threads(shared_datas
             for other in tables[1:]:
                 np.testing.assert_array_equal(other.neighbors_, tables[0].neighbors_)
                 np.testing.assert_array_equal(other.neighbor_scores_, tables[0].neighbor_scores_)
+
+
+_COMPILE_KERNELS = """
+import warnings
+import numpy as np
+import scipy.sparse as sp
+from numba.core.errors import NumbaPerformanceWarning
+warnings.simplefilter("error", NumbaPerformanceWarning)
+from llmboost.models import _kernels as K
+r = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+c = r.tocsc()
+c.sort_indices()
+K.swing_top_k(r.indptr, r.indices, r.data, c.indptr, c.indices, c.data, True, np.ones(30), 1.0, 5, 2)
+K.itemcf_top_k(c.indptr, c.indices, c.data, r.indptr, r.indices, r.data, np.ones(20), 0.0, 5, 2)
+"""
+
+
+def test_parallel_kernels_compile_without_numba_performance_warnings(tmp_path: Path) -> None:
+    """Compiled from scratch (an empty numba cache), the parallel kernels raise no NumbaPerformanceWarning: array
+    expressions inside a ``parallel`` kernel would be compiled as parallel functions with nothing to run in
+    parallel, and numba warns (it did, once)."""
+    pytest.importorskip("numba", reason="the compiled kernels need the 'fast' extra")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    done = subprocess.run([sys.executable, "-c", _COMPILE_KERNELS], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_swing_unit_weights_equal_unweighted_and_lower_weights_lower_similarity(toy) -> None:

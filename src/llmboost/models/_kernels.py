@@ -73,6 +73,18 @@ def _csc_positions(indptr: np.ndarray, indices: np.ndarray, item_ptr: np.ndarray
 
 
 @numba.njit(cache=True)
+def _block_offsets(indptr: np.ndarray) -> np.ndarray:
+    """Where each user's block starts: the sum of ``|I_u'|^2`` over the users ``u' < u`` (then the total).
+    Serial: array expressions inside a ``parallel`` kernel would be compiled as parallel functions of their own."""
+    n_users = len(indptr) - 1
+    block_at = np.zeros(n_users + 1, np.int64)
+    for u in range(n_users):
+        degree = np.int64(indptr[u + 1] - indptr[u])
+        block_at[u + 1] = block_at[u] + degree * degree
+    return block_at
+
+
+@numba.njit(cache=True)
 def _pair_blocks_lane(
     lane: int,
     n_lanes: int,
@@ -197,10 +209,8 @@ def _pair_blocks(
     the item's row in its user's block, -1 where the item is in no pair); ``block_items`` (``u``'s block items
     from ``indptr[u]`` on) and per user the block's ``width``."""
     n_users = len(indptr) - 1
-    degree = (indptr[1:] - indptr[:-1]).astype(np.int64)
     position = _csc_positions(indptr, indices, item_ptr)
-    block_at = np.zeros(n_users + 1, np.int64)
-    block_at[1:] = np.cumsum(degree**2)
+    block_at = _block_offsets(indptr)
     blocks = np.empty(block_at[-1], np.float64)
     row_at = np.empty(len(item_users), np.int64)
     block_items = np.empty(len(indices), np.int32)
