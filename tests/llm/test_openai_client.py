@@ -376,6 +376,16 @@ def test_a_prompt_whose_likeliest_next_token_ends_the_text_is_asked_again_with_m
         assert all("min_tokens" not in body for _, _, body, _ in srv.requests[:-1] if body)
 
 
+def test_the_echo_check_survives_a_first_prompt_whose_likeliest_next_token_ends_the_text():
+    """The echo check reads the server's next token after the first prompt; where that would end the text
+    (llama.cpp returns nothing), it asks again with ``min_tokens=1`` instead of failing, and echo is used."""
+    with FakeOpenAIServer(ends_after=("Q:",)) as srv:
+        model = _client(srv, model="m", echo=None)
+        (out,) = model.choice_logprobs([ChoiceRequest("Q:", (" A",))])
+        assert model.echo is True and out[0] == expected_choice_logprob("Q:", " A")
+        assert any(body and body.get("min_tokens") == 1 for _, _, body, _ in srv.requests)
+
+
 def test_echo_rejected_with_400_falls_back(srv):
     model = _client(srv, model="m", echo=None)
     srv.faults.extend([None, (400, {"error": {"message": "echo is not supported with logprobs"}})])

@@ -367,7 +367,7 @@ class OpenAICompatibleModel:
         tokenizer adds no BOS token) fail the check, and the client uses ``top_logprobs`` instead.
         """
         url = self.base_url + "/completions"
-        ((first, raw),) = self._complete([prompt], {"max_tokens": 1, "temperature": 0.0, "logprobs": 1})
+        ((first, raw),) = self._complete_first_token([prompt], {"max_tokens": 1, "temperature": 0.0, "logprobs": 1})
         lp = first.get("logprobs")
         tokens = lp.get("tokens") if isinstance(lp, dict) else None
         values = lp.get("token_logprobs") if isinstance(lp, dict) else None
@@ -406,20 +406,26 @@ class OpenAICompatibleModel:
         url = self.base_url + "/completions"
         return [_echoed_choice(first, p, c, url, raw) for (p, c), (first, raw) in zip(pairs, answers, strict=True)]
 
-    def _score_top(self, requests: Sequence[ChoiceRequest]) -> list[np.ndarray]:
-        """No-echo fallback: each choice must be one of the ``top_logprobs`` next tokens after the prompt.
+    def _complete_first_token(self, prompts: Sequence[str], body: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+        """:meth:`_complete` for requests that read the first generated token (``max_tokens=1``, no echo).
 
         Where the most likely next token ends the text, llama.cpp stops before it and returns no token and no
-        alternatives; those prompts are asked again with ``min_tokens=1``, which keeps the end of text out of
-        the first position (the choices' log-probs relative to each other do not change)."""
-        url = self.base_url + "/completions"
-        body = {"max_tokens": 1, "temperature": 0.0, "logprobs": self.top_logprobs}
-        answers = self._complete([r.prompt for r in requests], body)
+        alternatives; those prompts are asked again with ``min_tokens=1`` (llama.cpp and vLLM take it), which
+        keeps the end of text out of the first position (the other tokens' log-probs relative to each other do
+        not change)."""
+        answers = self._complete(prompts, body)
         ended = [i for i, (first, _) in enumerate(answers) if _ended_at_once(first)]
-        if ended:  # ask again with the end of text held back for one token (llama.cpp and vLLM take min_tokens)
-            again = self._complete([requests[i].prompt for i in ended], {**body, "min_tokens": 1})
+        if ended:
+            again = self._complete([prompts[i] for i in ended], {**body, "min_tokens": 1})
             for i, answer in zip(ended, again, strict=True):
                 answers[i] = answer
+        return answers
+
+    def _score_top(self, requests: Sequence[ChoiceRequest]) -> list[np.ndarray]:
+        """No-echo fallback: each choice must be one of the ``top_logprobs`` next tokens after the prompt."""
+        url = self.base_url + "/completions"
+        body = {"max_tokens": 1, "temperature": 0.0, "logprobs": self.top_logprobs}
+        answers = self._complete_first_token([r.prompt for r in requests], body)
         out = []
         for req, (first, raw) in zip(requests, answers, strict=True):
             lp = first.get("logprobs")
