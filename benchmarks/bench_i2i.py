@@ -135,20 +135,14 @@ def bench_itemcf(train, k: int, threads: int, repeats: int) -> dict:
     ItemCF(k=k, method="numba", progress=False).fit(train.select(train.users < 50))  # compile / load cache
     for n_threads in sorted({1, threads}):
         suffix = "" if n_threads == 1 else f"_{n_threads}_threads"
+        fits = (  # the same order as ``names`` below
+            lambda t=n_threads: CosineRecommender(K=k, num_threads=t).fit(csr, show_progress=False),
+            lambda t=n_threads: ItemCF(k=k, method="numba", num_threads=t, progress=False).fit(train),
+            lambda: ItemCF(k=k, method="numpy", progress=False).fit(train),
+        )
         with threadpool_limits(n_threads):
-            rounds = []
-            for _ in range(repeats):  # interleaved, so both see the same load
-                rounds.append(
-                    (
-                        timed(lambda t=n_threads: CosineRecommender(K=k, num_threads=t).fit(csr, show_progress=False))[
-                            1:
-                        ],
-                        timed(
-                            lambda t=n_threads: ItemCF(k=k, method="numba", num_threads=t, progress=False).fit(train)
-                        )[1:],
-                        timed(lambda: ItemCF(k=k, method="numpy", progress=False).fit(train))[1:],
-                    )
-                )
+            # interleaved, so all three see the same load; (wall, CPU) per fit
+            rounds = [[timed(fit)[1:] for fit in fits] for _ in range(repeats)]
         names = [f"implicit_cosine{suffix}", f"llmboost_numba{suffix}", f"llmboost_numpy{suffix}"]
         for j, name in enumerate(names):
             out[name] = {"wall_s": min(r[j][0] for r in rounds), "cpu_s": min(r[j][1] for r in rounds)}
