@@ -233,6 +233,21 @@ class HFModel:
         )
         return generation.generate_new_ids(self, prompts, gen_cfg, seed=seed, logits_processor=logits_processor)
 
+    def beam_search(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        num_beams: int,
+        logits_processor: Any = None,
+        eos_token_id: int | None = None,
+    ) -> list[list[tuple[list[int], float]]]:
+        """Per prompt, up to ``num_beams`` (new token ids, summed log-probability), best first: beam search that
+        encodes each prompt once and shares its cache among the beams (``generate_ids`` re-encodes it per beam);
+        for short outputs after long prompts. See :func:`llmboost.llm.generation.shared_prefix_beam_search`."""
+        return generation.shared_prefix_beam_search(
+            self, prompts, max_new_tokens, num_beams, logits_processor=logits_processor, eos_token_id=eos_token_id
+        )
+
     def generate(
         self,
         prompts: Sequence[str],

@@ -1,5 +1,5 @@
 """The LLM stage on the core LLM layer: code tokens added by ``finetune(new_tokens=...)`` (LoRA or full),
-trie-constrained beams through ``HFModel.generate_ids`` + a logits processor.
+trie-constrained beams through ``HFModel.beam_search`` + a logits processor.
 
 Uses a tiny randomly initialised Llama saved as a model folder with a word-level tokenizer (no download,
 seconds of CPU); the same code path loads SmolLM2 from the packaged GGUF in the experiment."""
