@@ -136,7 +136,7 @@ def shared_prefix_beam_search(
             mask = torch.cat([mask.repeat_interleave(k, 0), mask.new_ones(rows * k, 1)], 1)
             position = positions[:, -1].repeat_interleave(k)
             finished = tokens.reshape(-1) == eos
-            for _ in range(1, max_new_tokens):
+            for step in range(1, max_new_tokens):
                 if bool(finished.all()):
                     break
                 position = position + 1
@@ -155,7 +155,8 @@ def shared_prefix_beam_search(
                 scores, flat = total.topk(k, dim=-1)
                 parent = (torch.arange(rows, device=flat.device)[:, None] * k + flat // vocab).reshape(-1)
                 token = (flat % vocab).reshape(-1, 1)
-                cache.reorder_cache(parent)
+                if step < max_new_tokens - 1:  # the cache is read again: move it with the beams
+                    cache.reorder_cache(parent)
                 sequences = torch.cat([sequences[parent], token], 1)
                 mask = torch.cat([mask[parent], mask.new_ones(rows * k, 1)], 1)
                 finished = finished[parent] | (token.squeeze(1) == eos)
