@@ -13,7 +13,8 @@ Built on the core LLM layer:
   cache shared by the beams) with a :class:`TrieLogitsProcessor` that, at every step, allows only the codes
   that continue a valid ID in the trie (then only EOS), so every returned ID is a real item.
 
-On 2 CPU cores keep ``examples`` small (a 135M model trains at about 20 tokens/s there).
+On one CPU thread a LoRA fine-tune of SmolLM2-135M runs at about 100 tokens/s (1,500 MovieLens-100K examples
+with 20-item histories: 25 min) and decoding takes about 0.9 s per user at beam 20 (docs/cemg.md).
 """
 
 from __future__ import annotations
