@@ -78,6 +78,8 @@ def test_tiny_experiment_writes_report_and_resumes(shared_datasets: Path, tmp_pa
     for variant, book in data["codebook"].items():
         assert len(book["utilisation"]) == 3 and 0 <= book["collision_rate"] <= 1, variant
     assert {"headline", "config", "seeds", "data_fingerprint", "model_fingerprint"} <= set(results)
+    # the headline names each dataset (a multi-dataset run summarises all of them, not the first)
+    assert results["headline"]["movielens-100k/cemg/NDCG@10"] == data["metrics"]["cemg"]["NDCG@10"]["mean"]
     report = (tmp_path / "report.md").read_text()
     assert "| cemg |" in report and "collision rate" in report and "(ndcg.png)" in report
     assert (tmp_path / "ndcg.png").exists()

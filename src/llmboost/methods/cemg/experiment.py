@@ -73,16 +73,15 @@ def run_experiment(config: CEMGConfig, out_dir: Path, progress: bool = True) -> 
     }
     for source in config.datasets:
         results["datasets"][Path(source).name] = _run_dataset(config, source, out_dir, progress)
-    first = next(iter(results["datasets"].values()))
     results["data_fingerprint"] = {k: v["data_fingerprint"] for k, v in results["datasets"].items()}
     results["model_fingerprint"] = digest(to_dict(config), 16)
-    results["headline"] = {
-        f"{variant}/{metric}": first["metrics"][variant][metric]["mean"]
-        for variant in first["metrics"]
+    results["headline"] = {  # every dataset's mean Recall@10 / NDCG@10 per variant
+        f"{name}/{variant}/{metric}": dataset["metrics"][variant][metric]["mean"]
+        for name, dataset in results["datasets"].items()
+        for variant in dataset["metrics"]
         for metric in ("Recall@10", "NDCG@10")
-        if metric in first["metrics"][variant]
+        if metric in dataset["metrics"][variant]
     }
-    results["headline"]["dataset"] = next(iter(results["datasets"]))
     write_json(out_dir / "results.json", results)
     plots = _plots(results, out_dir)
     (out_dir / "report.md").write_text(_report(results, plots))
