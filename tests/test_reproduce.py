@@ -53,6 +53,10 @@ def test_second_run_reuses_finished_stages_and_a_changed_setting_reruns_only_its
     assert fake_experiment.CALLS == [3, 3, 5]  # only the changed stage
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["stages"]["sllmr"]["status"] == "reused"
+    # a reused stage keeps the wall time of the run that made it, in the record and the report's table
+    made_in = record["stages"]["sllmr"]["made_in_seconds"]
+    assert made_in == json.loads((tmp_path / "sllmr" / "stage.json").read_text())["seconds"] > 0
+    assert f"| reused | 0.0 (made in {made_in / 60:.1f}) |" in (tmp_path / "report.md").read_text()
     assert record["stages"]["cemg"]["config"]["size"] == 5
     assert record["stages"]["cemg"]["results"]["headline"]["NDCG@10"]["mean"] == pytest.approx(0.5)
 

@@ -147,6 +147,7 @@ class StageOutcome:
     seconds: float
     results: dict[str, Any] | None
     error: str | None = None
+    made_in_seconds: float | None = None  #: a reused stage: the wall time of the run that made its results
 
 
 def reproduce(
@@ -212,7 +213,8 @@ def _run_stage(method: Method, config: Any, stage_dir: Path, progress: bool) -> 
         previous = json.loads(marker.read_text())
         results_path = stage_dir / "results.json"
         if previous.get("status") == "done" and previous.get("config_hash") == digest and results_path.exists():
-            return StageOutcome(method.key, "reused", 0.0, json.loads(results_path.read_text()))
+            made_in = previous.get("seconds")
+            return StageOutcome(method.key, "reused", 0.0, json.loads(results_path.read_text()), None, made_in)
     (stage_dir / "error.txt").unlink(missing_ok=True)
     started = time.perf_counter()
     try:
@@ -261,6 +263,7 @@ def _results_record(
                 "paper": METHODS[o.key].paper,
                 "status": o.status,
                 "seconds": o.seconds,
+                "made_in_seconds": o.seconds if o.status == "done" else o.made_in_seconds,
                 "config": to_dict(configs[o.key]),
                 "config_hash": config_hash(configs[o.key]),
                 "error": o.error,
@@ -289,9 +292,11 @@ def render_report(record: dict[str, Any], out: Path) -> str:
     for stage in record["stages"].values():
         headline = (stage["results"] or {}).get("headline", {})
         text = "; ".join(f"{k} {_fmt(v)}" for k, v in headline.items()) or (stage["error"] or "")
-        lines.append(
-            f"| {stage['title']} | {stage['paper']} | {stage['status']} | {stage['seconds'] / 60:.1f} | {text} |"
-        )
+        minutes = f"{stage['seconds'] / 60:.1f}"
+        made_in = stage.get("made_in_seconds")
+        if stage["status"] == "reused" and made_in is not None:
+            minutes += f" (made in {made_in / 60:.1f})"
+        lines.append(f"| {stage['title']} | {stage['paper']} | {stage['status']} | {minutes} | {text} |")
     lines.append("")
     for key, stage in record["stages"].items():
         lines += [f"## {stage['title']}", ""]
