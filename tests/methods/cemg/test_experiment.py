@@ -133,3 +133,33 @@ def test_cli_reports_bad_config_and_shows_an_id_table(tmp_path: Path) -> None:
     SemanticIDs.build(np.array([[0, 1], [0, 1], [1, 0]]), 2).save(tmp_path)
     result = runner.invoke(main, ["cemg", "ids", str(tmp_path)])
     assert result.exit_code == 0 and '"collision_rate": 0.666' in result.output
+
+
+@pytest.mark.realdata
+def test_llm_variant_runs_in_the_experiment_and_records_its_fine_tune(
+    shared_datasets: Path, tiny_llm: str, tmp_path: Path
+) -> None:
+    """``cemg_llm`` end to end on a real slice with a tiny Llama: valid metrics, the fine-tune's log in the run
+    record, and a rerun that reuses the run."""
+    pytest.importorskip("peft")
+    from llmboost.methods.cemg.experiment import run_experiment
+
+    changes = {
+        "variants": "[cemg_llm]",
+        "generator.llm_model": tiny_llm,
+        "generator.llm_method": "lora",
+        "generator.llm_examples": 40,
+        "generator.llm_batch_tokens": 512,
+        "generator.max_history": 4,
+        "generator.beam": 5,
+    }
+    results = run_experiment(tiny(shared_datasets, **changes), tmp_path, progress=False)
+    recall = results["datasets"]["movielens-100k"]["metrics"]["cemg_llm"]["Recall@10"]["mean"]
+    assert 0.0 <= recall <= 1.0
+    run = tmp_path / "movielens-100k" / "seed-0" / "cemg_llm"
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["llm_training"]["method"] == "lora" and record["llm_training"]["examples"] == 40
+    assert record["llm_training"]["steps"] >= 1 and (run / "llm" / "adapter_config.json").is_file()
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    run_experiment(tiny(shared_datasets, **changes), tmp_path, progress=False)
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp  # finished: reused, not fine-tuned again

@@ -23,30 +23,6 @@ pytest.importorskip("peft")
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 1-layer Llama + word-level tokenizer saved as a model folder (a core model setting)."""
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<pad>": 0, "<eos>": 1, "next": 2}, unk_token="<pad>"))
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
-    config = transformers.LlamaConfig(
-        vocab_size=3,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=1,
-        pad_token_id=0,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def _data(n_users: int = 60, n_items: int = 30) -> tuple[Interactions, SemanticIDs]:
     rng = np.random.default_rng(0)
     rows = [(u, int(i), t) for u in range(n_users) for t, i in enumerate(rng.choice(n_items, 6, replace=False))]

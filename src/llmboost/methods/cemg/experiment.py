@@ -375,6 +375,7 @@ def _run_variant(
         "codebook": stats,
         "id_fingerprint": ids.fingerprint(),
         "epochs": len(getattr(model, "history_", [])),
+        **({"llm_training": model.training_log_} if variant == "cemg_llm" else {}),  # steps, tokens/s, losses
         **info,
     }
 
