@@ -1,6 +1,8 @@
-"""Small synthetic datasets with known structure, shared by the tests."""
+"""Small synthetic datasets with known structure, and a tiny random language model, shared by the tests."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,3 +50,37 @@ def two_communities(n_users: int = 200, n_items: int = 40, per_user: int = 10, s
         items = rng.choice(half, size=per_user, replace=False) + group * half
         rows += [(f"u{u}", f"i{i}", t) for t, i in enumerate(items)]
     return events_dataset(rows, "communities")
+
+
+def save_tiny_llama(
+    folder: str | Path, words: list[str], layers: int = 1, initializer_range: float = 0.02, whitespace: bool = False
+) -> str:
+    """A randomly initialised Llama (hidden 32, 2 heads) with a word-level tokenizer over ``<pad>``, ``<eos>`` and
+    ``words``, saved as a model folder (a core model setting); no download, seconds of CPU. A large
+    ``initializer_range`` gives well-separated next-token scores (no ties)."""
+    import tokenizers
+    import torch
+    import transformers
+
+    vocab = {"<pad>": 0, "<eos>": 1} | {w: i + 2 for i, w in enumerate(words)}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<pad>"))
+    if whitespace:
+        tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    config = transformers.LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=1,
+        pad_token_id=0,
+        bos_token_id=None,
+        initializer_range=initializer_range,
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -3,13 +3,12 @@ Llama with a word-level tokenizer (no download, seconds of CPU)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from tests.factories import save_tiny_llama
+
 transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
 torch = pytest.importorskip("torch")
 
 WORDS = [f"w{i}" for i in range(40)]
@@ -20,27 +19,9 @@ def random_llm(tmp_path_factory: pytest.TempPathFactory) -> object:
     """A 2-layer Llama with large random weights (well-separated scores, no ties) as an :class:`HFModel`."""
     from llmboost.llm.hf import HFModel
 
-    vocab = {"<pad>": 0, "<eos>": 1} | {w: i + 2 for i, w in enumerate(WORDS)}
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
-    config = transformers.LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        eos_token_id=1,
-        pad_token_id=0,
-        bos_token_id=None,
-        initializer_range=0.5,
+    folder = save_tiny_llama(
+        tmp_path_factory.mktemp("random-llama"), WORDS, layers=2, initializer_range=0.5, whitespace=True
     )
-    torch.manual_seed(0)
-    folder = Path(tmp_path_factory.mktemp("random-llama"))
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
     return HFModel(str(folder), batch_size=4, precision="fp32")
 
 
