@@ -28,8 +28,12 @@ def test_toml_files(tmp_path) -> None:
     assert config.data.source == "x" and config.data.kcore == 5 and config.seeds == [3]
 
 
-def test_int_accepted_for_float() -> None:
+def test_int_and_exponent_strings_accepted_for_float() -> None:
     assert load_config(overrides=["slices.head_fraction=1"]).slices.head_fraction == 1.0
+    # YAML 1.1 reads 1e-1 (no dot) as a string; a float setting takes it as the number it spells
+    assert load_config(overrides=["slices.head_fraction=1e-1"]).slices.head_fraction == 0.1
+    with pytest.raises(ConfigError, match=r"slices\.head_fraction must be float"):
+        load_config(overrides=["slices.head_fraction=a-fifth"])
 
 
 @pytest.mark.parametrize(

@@ -199,8 +199,8 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def check_type(value: Any, hint: Any, key: str) -> Any:
-    """``value`` checked against type ``hint`` (ints widen to float); a mismatch is a :class:`ConfigError`
-    naming ``key`` and the expected type."""
+    """``value`` checked against type ``hint`` (ints widen to float, numeric strings such as ``"1e-3"`` are read
+    as floats); a mismatch is a :class:`ConfigError` naming ``key`` and the expected type."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
@@ -227,6 +227,11 @@ def check_type(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{key} must be {hint.__name__}, not {value!r}")
     return value

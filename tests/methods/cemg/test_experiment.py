@@ -33,6 +33,23 @@ def test_presets_and_overrides(tmp_path: Path) -> None:
     assert config.fusion.dim == 8 and config.seeds == [4] and config.rqvae.codebook_size == 256
 
 
+def test_llm_settings_change_only_the_llm_variants_run_key() -> None:
+    """Changing the LLM generator's settings reruns ``cemg_llm`` only; every other variant keeps its stored run
+    (its key hashes the LLM settings at their defaults), and a non-LLM setting changes every generator's key."""
+    from llmboost.methods.cemg.experiment import _stage_key
+
+    base = preset("cpu")
+    llm_changed = load_config(
+        "cpu", ["generator.llm_examples=1500", "generator.llm_method=lora", "generator.llm_lr=1e-3"]
+    )
+    other_changed = load_config("cpu", ["generator.epochs=7"])
+    for variant in ("tiger", "cemg", "cemg_no_fusion", "cemg_collab_only", "sasrec"):
+        assert _stage_key(llm_changed, variant, "data", 0) == _stage_key(base, variant, "data", 0), variant
+    assert _stage_key(llm_changed, "cemg_llm", "data", 0) != _stage_key(base, "cemg_llm", "data", 0)
+    for variant in ("tiger", "cemg", "cemg_llm"):
+        assert _stage_key(other_changed, variant, "data", 0) != _stage_key(base, variant, "data", 0), variant
+
+
 def tiny(shared: Path, **changes: object) -> CEMGConfig:
     config = load_config(
         "quick",

@@ -34,7 +34,7 @@ from llmboost.data.dataset import Dataset
 from llmboost.data.interactions import Interactions
 from llmboost.evaluation.evaluate import aggregate, evaluate_targets
 from llmboost.jsonio import digest, write_json
-from llmboost.methods.cemg.config import CEMGConfig, validate
+from llmboost.methods.cemg.config import CEMGConfig, GeneratorConfig, validate
 from llmboost.methods.cemg.features import (
     ItemFeatures,
     collaborative_embeddings,
@@ -438,8 +438,11 @@ def _stage_key(config: CEMGConfig, variant: str, data_fp: str, seed: int) -> str
         generator = to_dict(config.generator)
         if generator["max_minutes"] is None:  # no budget = the behaviour before the setting existed: same key
             del generator["max_minutes"]
-        if variant != "cemg_llm":  # LLM fine-tuning settings added later affect only the LLM variant
-            for name in ("llm_method", "llm_lora_r", "llm_batch_tokens"):
+        if variant != "cemg_llm":  # the LLM generator's settings do not touch the other variants:
+            defaults = to_dict(GeneratorConfig())  # hashed at their defaults (keys of earlier runs unchanged)
+            for name in ("llm_model", "llm_examples", "llm_epochs", "llm_lr", "llm_precision"):
+                generator[name] = defaults[name]
+            for name in ("llm_method", "llm_lora_r", "llm_batch_tokens"):  # added later: never hashed
                 del generator[name]
         parts |= {"features": to_dict(config.features), "rqvae": to_dict(config.rqvae), "generator": generator}
         if variant in ("cemg", "cemg_no_guidance", "cemg_llm"):
