@@ -61,6 +61,20 @@ def test_second_run_reuses_finished_stages_and_a_changed_setting_reruns_only_its
     assert record["stages"]["cemg"]["results"]["headline"]["NDCG@10"]["mean"] == pytest.approx(0.5)
 
 
+def test_each_stage_starts_with_the_callers_torch_thread_count(fake_methods, tmp_path: Path) -> None:
+    """A stage that changes torch's thread count (a method setting, or numba's OpenMP pool) does not change it
+    for the stages after it: each runs on the count the command started with."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        rp.reproduce(tmp_path, only="sllmr,cemg", overrides=["sllmr.torch_threads=3"], echo=lambda _: None)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_failing_stage_keeps_the_others_and_is_rerun_by_the_same_command(fake_methods, tmp_path: Path) -> None:
     with pytest.raises(rp.ReproduceError, match="llm_i2i"):
         rp.reproduce(tmp_path, overrides=["llm_i2i.fail=true"], echo=lambda _: None)

@@ -16,6 +16,7 @@ Each method package (:mod:`llmboost.methods`) exposes ``config.preset(name)`` an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -25,7 +26,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,8 @@ def _run_stage(method: Method, config: Any, stage_dir: Path, progress: bool) -> 
     started = time.perf_counter()
     try:
         experiment = importlib.import_module(f"{method.package}.experiment")
-        results = experiment.run_experiment(config, stage_dir, progress=progress)
+        with _torch_threads_restored():  # a stage's thread setting must not carry over to the next stage
+            results = experiment.run_experiment(config, stage_dir, progress=progress)
     except KeyboardInterrupt:
         write_json(marker, {"status": "interrupted", "config_hash": digest})
         raise
@@ -234,6 +236,17 @@ def _run_stage(method: Method, config: Any, stage_dir: Path, progress: bool) -> 
         write_json(stage_dir / "results.json", results)
     write_json(marker, {"status": "done", "config_hash": digest, "seconds": seconds})
     return StageOutcome(method.key, "done", seconds, results)
+
+
+@contextlib.contextmanager
+def _torch_threads_restored() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _results_record(

@@ -8,6 +8,7 @@ class FakeConfig:
     size: int = 3
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     fail: bool = False
+    torch_threads: int = 0  #: > 0: the stage sets torch's thread count (as a method may)
 
 
 def preset(name: str) -> FakeConfig:

@@ -8,6 +8,10 @@ CALLS: list[int] = []
 
 def run_experiment(config, out_dir: Path, progress: bool = True) -> dict:
     CALLS.append(config.size)
+    if config.torch_threads:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
     if config.fail:
         raise RuntimeError("boom: stage failed on purpose")
     (out_dir / "plot.png").write_bytes(b"png")

@@ -295,6 +295,23 @@ def test_compiled_neighbours_do_not_depend_on_the_number_of_threads(shared_datas
                 np.testing.assert_array_equal(other.neighbor_scores_, tables[0].neighbor_scores_)
 
 
+def test_compiled_kernels_leave_torch_thread_count_alone() -> None:
+    """numba's OpenMP layer sets the process's OpenMP thread count when a parallel kernel starts, and that count
+    is torch's too: after a 2-thread ItemCF or Swing fit torch ran on 2 threads where the user had set 1."""
+    pytest.importorskip("numba", reason="the compiled kernels need the 'fast' extra")
+    import torch
+
+    before = torch.get_num_threads()
+    train = two_communities(n_users=60, n_items=20, per_user=6, seed=5).interactions
+    try:
+        torch.set_num_threads(1)
+        for cls in (Swing, ItemCF):
+            cls(method="numba", num_threads=2, progress=False).fit(train)
+            assert torch.get_num_threads() == 1, cls.__name__
+    finally:
+        torch.set_num_threads(before)
+
+
 _COMPILE_KERNELS = """
 import warnings
 import numpy as np

@@ -17,7 +17,13 @@ import scipy.sparse as sp
 
 from llmboost._optional import require
 from llmboost.data.interactions import Interactions
-from llmboost.models.neighbors import ItemToItemRecommender, compiled_kernels, kernel_lanes, sparse_top_k
+from llmboost.models.neighbors import (
+    ItemToItemRecommender,
+    compiled_kernels,
+    kernel_lanes,
+    sparse_top_k,
+    torch_threads_kept,
+)
 
 
 class ItemCF(ItemToItemRecommender):
@@ -60,18 +66,19 @@ class ItemCF(ItemToItemRecommender):
         if method == "numba":
             kernels = require("llmboost.models._kernels", "fast")
             bar = self._bar(n, "itemcf neighbours")
-            ids, vals = kernels.itemcf_top_k(
-                csc.indptr.astype(np.int64),
-                csc.indices.astype(np.int64),
-                (w[csc.indices] * csc.data).astype(np.float64),
-                r.indptr.astype(np.int64),
-                r.indices.astype(np.int64),
-                r.data.astype(np.float64),
-                norms.astype(np.float64),
-                float(self.shrink),
-                self.k,
-                kernel_lanes(self.num_threads),
-            )
+            with torch_threads_kept():
+                ids, vals = kernels.itemcf_top_k(
+                    csc.indptr.astype(np.int64),
+                    csc.indices.astype(np.int64),
+                    (w[csc.indices] * csc.data).astype(np.float64),
+                    r.indptr.astype(np.int64),
+                    r.indices.astype(np.int64),
+                    r.data.astype(np.float64),
+                    norms.astype(np.float64),
+                    float(self.shrink),
+                    self.k,
+                    kernel_lanes(self.num_threads),
+                )
             bar.update(n)
             bar.close()
             return ids, vals

@@ -37,6 +37,7 @@ from llmboost.models.neighbors import (
     kernel_lanes,
     sparse_top_k,
     top_k_rows,
+    torch_threads_kept,
 )
 
 METHODS = ("auto", "numba", "pairs", "items")
@@ -105,19 +106,20 @@ class Swing(ItemToItemRecommender):
         n = r.shape[1]
         bar = self._bar(n, "swing neighbours")
         # r: each user's items ascending; csc: each item's users ascending (the kernel walks them with a cursor)
-        ids, vals = kernels.swing_top_k(
-            r.indptr,
-            r.indices,
-            r.data.astype(np.float64),
-            csc.indptr,
-            csc.indices,
-            csc.data.astype(np.float64),
-            weighted,
-            w_user,
-            float(self.alpha),
-            self.k,
-            kernel_lanes(self.num_threads),
-        )
+        with torch_threads_kept():
+            ids, vals = kernels.swing_top_k(
+                r.indptr,
+                r.indices,
+                r.data.astype(np.float64),
+                csc.indptr,
+                csc.indices,
+                csc.data.astype(np.float64),
+                weighted,
+                w_user,
+                float(self.alpha),
+                self.k,
+                kernel_lanes(self.num_threads),
+            )
         bar.update(n)
         bar.close()
         return ids, vals
