@@ -16,7 +16,6 @@ Each method package (:mod:`llmboost.methods`) exposes ``config.preset(name)`` an
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -26,13 +25,14 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmboost.config import ConfigError, apply_overrides, from_mapping, to_dict
 from llmboost.jsonio import write_json
+from llmboost.threads import torch_threads_kept
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _run_stage(method: Method, config: Any, stage_dir: Path, progress: bool) -> 
     started = time.perf_counter()
     try:
         experiment = importlib.import_module(f"{method.package}.experiment")
-        with _torch_threads_restored():  # a stage's thread setting must not carry over to the next stage
+        with torch_threads_kept():  # a stage's thread setting must not carry over to the next stage
             results = experiment.run_experiment(config, stage_dir, progress=progress)
     except KeyboardInterrupt:
         write_json(marker, {"status": "interrupted", "config_hash": digest})
@@ -236,17 +236,6 @@ def _run_stage(method: Method, config: Any, stage_dir: Path, progress: bool) -> 
         write_json(stage_dir / "results.json", results)
     write_json(marker, {"status": "done", "config_hash": digest, "seconds": seconds})
     return StageOutcome(method.key, "done", seconds, results)
-
-
-@contextlib.contextmanager
-def _torch_threads_restored() -> Iterator[None]:
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _results_record(

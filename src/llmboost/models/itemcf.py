@@ -22,8 +22,8 @@ from llmboost.models.neighbors import (
     compiled_kernels,
     kernel_lanes,
     sparse_top_k,
-    torch_threads_kept,
 )
+from llmboost.threads import torch_threads_kept
 
 
 class ItemCF(ItemToItemRecommender):

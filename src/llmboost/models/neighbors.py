@@ -13,10 +13,8 @@ gets a sensible list, and the neighbour order is never changed.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from abc import abstractmethod
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Self
 
@@ -27,6 +25,7 @@ from tqdm.auto import tqdm
 
 from llmboost.data.interactions import Interactions, segment_offsets
 from llmboost.models.base import Recommender
+from llmboost.threads import torch_threads_kept
 
 FALLBACKS = ("popularity", "none")
 
@@ -109,24 +108,6 @@ def kernel_lanes(num_threads: int) -> int:
 
     with torch_threads_kept():  # once numba's pool runs, even reading its count resets OpenMP's
         return numba.get_num_threads()
-
-
-@contextlib.contextmanager
-def torch_threads_kept() -> Iterator[None]:
-    """Run a parallel compiled kernel without changing torch's thread count.
-
-    With numba's OpenMP threading layer a parallel kernel (and, once its pool runs, ``numba.get_num_threads()``)
-    sets the process's OpenMP thread count to numba's, and that count is also torch's intra-op one. After an
-    ItemCF or Swing fit every torch operation of the process ran on numba's threads, not on the count the user
-    set, and reductions summed in another order: the CEMG stage that ran after LLM-I2I in one ``llmboost
-    reproduce`` process (its report header read "2 threads") trained on 2 threads where it ran on 1 alone. This
-    restores torch's count when the kernel returns."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def neighbor_matrix(neighbors: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:

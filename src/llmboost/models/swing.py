@@ -37,8 +37,8 @@ from llmboost.models.neighbors import (
     kernel_lanes,
     sparse_top_k,
     top_k_rows,
-    torch_threads_kept,
 )
+from llmboost.threads import torch_threads_kept
 
 METHODS = ("auto", "numba", "pairs", "items")
 DENSE_DEGREE = 30  # ``method="auto"``: mean items per user above which the per-item products are used
