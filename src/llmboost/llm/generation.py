@@ -15,7 +15,7 @@ import torch
 
 from llmboost._optional import require
 from llmboost.llm.batching import padded_batches
-from llmboost.llm.loading import cache_keyword
+from llmboost.llm.loading import cache_keyword, new_cache
 
 if TYPE_CHECKING:
     from llmboost.llm.hf import HFModel
@@ -108,7 +108,6 @@ def shared_prefix_beam_search(
     beams = int(num_beams)
     if beams < 1 or max_new_tokens < 1:
         raise ValueError("num_beams and max_new_tokens must be >= 1")
-    transformers = require("transformers", "llm")
     process = logits_processor if logits_processor is not None else (lambda ids, scores: scores)
     causal_lm = model.model.get_base_model() if hasattr(model.model, "get_base_model") else model.model
     cache_argument = cache_keyword(causal_lm)
@@ -124,7 +123,7 @@ def shared_prefix_beam_search(
         for batch in batches:
             ids, mask = batch.ids.to(model.device), batch.mask.to(model.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = transformers.DynamicCache(config=model.config)
+            cache = new_cache(model)
             out = model.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_argument: cache}
             )

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from llmboost._optional import require
+from llmboost.llm.attention import KV
 from llmboost.llm.models import ModelSpec, dequantize_gguf
 from llmboost.llm.precision import resolve_precision
 
@@ -116,6 +117,15 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
 @functools.cache
 def _forward_parameters(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def new_cache(model: Any, data: KV | None = None) -> Any:
+    """An empty key/value cache for ``model`` (an :class:`~llmboost.llm.hf.HFModel`), or one holding ``data``
+    (per layer, keys and values)."""
+    transformers = require("transformers", "llm")
+    if data is None:
+        return transformers.DynamicCache(config=model.config)
+    return transformers.DynamicCache(ddp_cache_data=data)
 
 
 def cache_keyword(backbone: Any) -> str:

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from llmboost._optional import require
 from llmboost.llm.attention import KV, shared_prefix
 from llmboost.llm.base import ChoiceRequest
 from llmboost.llm.batching import PaddedBatch, padded_batches
-from llmboost.llm.loading import cache_keyword
+from llmboost.llm.loading import cache_keyword, new_cache
 from llmboost.llm.prefix import Query, Row, merge_prefix_rows, plan_prefix_groups
 
 if TYPE_CHECKING:
@@ -110,7 +109,7 @@ def _score_rows(
         for p, g in shared:
             stats.groups += 1
             prefix_ids = torch.tensor([rows[g[0]][:p]], dtype=torch.long, device=model.device)
-            cache = _new_cache(model)
+            cache = new_cache(model)
             model.backbone(input_ids=prefix_ids, use_cache=True, **_with_cache(model, cache))
             stats.forward_calls += 1
             stats.tokens += p
@@ -123,13 +122,6 @@ def _score_rows(
 def _with_cache(model: HFModel, cache: Any) -> dict[str, Any]:
     """The key/value-cache keyword argument of the backbone (``cache`` or, older, ``past_key_values``)."""
     return {cache_keyword(model.backbone): cache}
-
-
-def _new_cache(model: HFModel, data: KV | None = None) -> Any:
-    transformers = require("transformers", "llm")
-    if data is None:
-        return transformers.DynamicCache(config=model.config)
-    return transformers.DynamicCache(ddp_cache_data=data)
 
 
 def _run_rows(
@@ -210,7 +202,7 @@ def backbone_hidden(model: HFModel, batch: PaddedBatch, prefix: Prefix | None = 
         return outputs.last_hidden_state
     full = torch.cat([torch.ones((n, p), dtype=mask.dtype, device=device), mask], dim=1)
     position_ids = (full.cumsum(-1) - 1).clamp(min=0)[:, p:]
-    cache = _new_cache(model, [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
+    cache = new_cache(model, [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
     outputs = model.backbone(
         input_ids=ids, attention_mask=full, position_ids=position_ids, use_cache=True, **_with_cache(model, cache)
     )
