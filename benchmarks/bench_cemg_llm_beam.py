@@ -45,9 +45,9 @@ def main() -> None:
     stage = Path(args.stage)
     ids = SemanticIDs.load(stage)
     split = leave_one_out(load_dataset(args.data))
-    model = LLMGenerativeRecommender(ids.codes, ids.sizes, max_history=args.max_history, beam=args.beam)
-    model.generation_batch = args.batch
-    model.load(stage / "llm")
+    model = LLMGenerativeRecommender(
+        ids.codes, ids.sizes, max_history=args.max_history, beam=args.beam, generation_batch=args.batch
+    ).load(stage / "llm")
     history = split.history("test")
     users = split.test.active_users()[: args.users]
     prompts = [SEMANTIC_ID_NEXT.prompt(model.llm_.tokenizer, **model._fields(history.history(u))) for u in users]
